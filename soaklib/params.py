@@ -1,0 +1,346 @@
+"""Parameter sets shared by the CLI, the notebooks and YAML files, validated up front.
+
+Every error names the key, the value given and what is allowed, before any work starts.
+Sources are applied in a fixed order: defaults → YAML file (``--params``) → ``--set``
+overrides / flags. The same keys are the notebooks' papermill parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from soaklib.errors import ParameterError
+from soaklib.store import check_run_id
+
+T = TypeVar("T")
+
+PROVIDERS = ("opencode", "cc-glm", "gemini")
+CANONICAL_MODEL_DEFAULTS = {
+    "opencode": ("OPENCODE_MODEL", "zhipuai-coding-plan/glm-5"),
+    "cc-glm": ("CC_GLM_MODEL", "glm-5"),
+    "gemini": ("GEMINI_MODEL", "gemini-3-flash-preview"),
+}
+
+
+def canonical_models(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Canonical model per provider, from OPENCODE_MODEL / CC_GLM_MODEL / GEMINI_MODEL."""
+    env = os.environ if env is None else env
+    return {p: env.get(var) or default for p, (var, default) in CANONICAL_MODEL_DEFAULTS.items()}
+
+
+# --------------------------------------------------------------------------- multi-provider
+
+
+@dataclass
+class MultiProviderParams:
+    """Parameters of a multi-provider validation (``soak multi-provider``)."""
+
+    run_id: str | None = None  # plain name; None = soak-<UTC stamp>
+    rounds: int = 2  # consecutive rounds that must all be clean
+    parallel: int = 6  # jobs in flight at most
+    timeout_sec: float = 300.0  # per-job limit, seconds
+    providers: list[str] = field(default_factory=lambda: list(PROVIDERS))
+    jobs_per_provider: int = 2  # jobs per provider per round
+    max_retries: int = 0  # extra attempts for transient failures
+    dry_run: bool = False  # True = the built-in simulator instead of a real dx-runner
+    scenario: str = "clean"  # simulator scenario (dry runs only)
+    dx_runner: str | None = None  # path of dx-runner; None = $DX_RUNNER, PATH, scripts/dx-runner
+    outcome_dir: str | None = None  # where the runner writes <provider>/<id>.*; None = /tmp/dx-runner
+    worktree: str | None = None  # None = a fresh git repo under /tmp/agents/<run_id>/repo
+    output_dir: str = "outputs/multi-provider-soak"
+    no_op_is_success: bool = True  # no_op_success (exit 0, no change) counts as success
+    preflight_timeout_s: float = 120.0  # a real preflight can take ~45 s
+    start_timeout_s: float = 120.0  # start reruns preflight
+    check_timeout_s: float = 20.0  # a check can take ~5 s (late finalize grace)
+    seed: int = 0  # simulator latency seed (dry runs only)
+
+    def validate(self) -> "MultiProviderParams":
+        if self.run_id is not None:
+            check_run_id(self.run_id)
+        for key in ("rounds", "parallel", "jobs_per_provider"):
+            _require(key, getattr(self, key), getattr(self, key) >= 1, "an integer >= 1")
+        _require("max_retries", self.max_retries, self.max_retries >= 0, "an integer >= 0")
+        for key in ("timeout_sec", "preflight_timeout_s", "start_timeout_s", "check_timeout_s"):
+            _require(key, getattr(self, key), getattr(self, key) > 0, "a number of seconds > 0")
+        if not self.providers:
+            raise ParameterError("providers is empty: name at least one of " + ",".join(PROVIDERS), key="providers")
+        for p in self.providers:
+            if p not in PROVIDERS:
+                raise ParameterError(
+                    f"unknown provider {p!r} in providers: allowed are {', '.join(PROVIDERS)}",
+                    key="providers",
+                    value=p,
+                )
+        if len(set(self.providers)) != len(self.providers):
+            raise ParameterError(f"providers {self.providers!r} name a provider twice", key="providers")
+        return self
+
+
+# --------------------------------------------------------------------------- WATCHER soaks
+
+
+@dataclass
+class HaltParams:
+    method: Literal["signal", "command", "flag"] = "signal"  # how the soak asks the target to stop
+    command: list[str] | None = None  # argv, for method: command
+    flag: str | None = None  # path, for method: flag (relative = in project_dir)
+    timeout_s: float = 30.0  # seconds from halt request to exit before the tree is killed
+
+
+@dataclass
+class TargetParams:
+    command: list[str] | None = None  # argv; None = the reference daemon
+    env: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None  # attach instead of start
+    match: str | None = None  # attach by command-line pattern (regex)
+    halt: HaltParams = field(default_factory=HaltParams)
+
+
+@dataclass
+class SamplingParams:
+    interval_s: float = 30.0  # seconds between samples
+    flush_s: float = 60.0  # seconds between part-file flushes
+    health_interval_s: float = 30.0  # seconds between LLM health probes
+    health_timeout_s: float = 2.0  # seconds a health probe may take
+    error_regex: str = r"(?i)\b(error|exception)\b"  # lines counted as errors in the target log
+    traceback_regex: str = r"Traceback \(most recent call last\)"  # lines counted as tracebacks
+    watch_dirs: list[str] = field(default_factory=lambda: ["logs", "watcher_requests"])
+
+
+@dataclass
+class LlmParams:
+    health_url: str = "http://localhost:8080/health"
+    start_stub: bool = False  # start the loopback LLM stub for this soak (reference daemon)
+    outages: list[list[float]] = field(default_factory=list)  # stub outage windows [[start_s, end_s], ...]
+
+
+@dataclass
+class InjectionParams:
+    interval_s: float = 120.0  # seconds between synthetic draws
+    prng: str = "java_lcg"
+    seed: int = 12345  # the true seed the daemon should converge to
+    mod: int = 1000
+    bootstrap_draws: int = 5000  # only when the project has no history yet
+
+
+@dataclass
+class PreflightParams:
+    min_free_disk_mb: float = 1024.0  # refuse below this much free disk
+    stale_lock_min: float = 60.0  # *.lock files older than this are stale
+    required_artifacts: list[str] = field(default_factory=list)  # files that must exist in project_dir
+
+
+@dataclass
+class SoakParams:
+    """Parameters of a WATCHER soak (``soak watcher a|b|c``, ``watcher_soak.ipynb``)."""
+
+    soak: Literal["a", "b", "c"] = "a"
+    run_id: str | None = None  # plain name; None = soak-<a|b|c>-<UTC stamp>
+    output_dir: str = "outputs/watcher-soak"
+    project_dir: str | None = None  # the daemon's folder; None = fresh folder for the reference daemon
+    profile: Literal["watcher-v2", "plan"] = "watcher-v2"
+    duration_s: float = 14400.0
+    target: TargetParams = field(default_factory=TargetParams)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    llm: LlmParams = field(default_factory=LlmParams)
+    criteria: dict[str, Any] = field(default_factory=dict)  # overrides of default criteria by metric id
+    probes_at_s: list[float] = field(default_factory=list)  # soak A: probe request offsets
+    requests: list[dict[str, Any]] = field(default_factory=list)  # soak B mix; [] = the plan's mix
+    injection: InjectionParams = field(default_factory=InjectionParams)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {file, path, reduce}}
+    preflight: PreflightParams = field(default_factory=PreflightParams)
+    sim: dict[str, Any] = field(default_factory=dict)  # reference-daemon knobs (flag → value)
+    force: bool = False  # go on despite preflight findings
+    keep_changes: bool = False  # soak C: keep the operator's modified files
+    drain_timeout_s: float = 600.0  # soak B: deadline for the queue to drain
+
+    def validate(self) -> "SoakParams":
+        if self.run_id is not None:
+            check_run_id(self.run_id)
+        _require("duration_s", self.duration_s, self.duration_s > 0, "a number of seconds > 0")
+        s = self.sampling
+        _require("sampling.interval_s", s.interval_s, s.interval_s > 0, "a number of seconds > 0")
+        _require("sampling.flush_s", s.flush_s, s.flush_s > 0, "a number of seconds > 0")
+        _require("target.halt.timeout_s", self.target.halt.timeout_s, self.target.halt.timeout_s > 0, "seconds > 0")
+        if self.target.pid is not None and self.target.match is not None:
+            raise ParameterError("target.pid and target.match are both set: attach by one of them", key="target")
+        h = self.target.halt
+        if h.method == "command" and not h.command:
+            raise ParameterError("target.halt.method is 'command' but target.halt.command is empty", key="target.halt.command")
+        _require("injection.interval_s", self.injection.interval_s, self.injection.interval_s > 0, "seconds > 0")
+        _require("injection.mod", self.injection.mod, self.injection.mod >= 1, "an integer >= 1")
+        for name, probe in self.probes.items():
+            if not isinstance(probe, dict) or "file" not in probe:
+                raise ParameterError(f"probes.{name} needs at least a 'file' key", key=f"probes.{name}", value=probe)
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _require(key: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ParameterError(f"{key} = {value!r} is invalid: expected {allowed}", key=key, value=value)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ParameterError as e:
+                errors.append(e)
+        raise ParameterError(f"{key} = {value!r} is invalid: expected {_type_name(tp)}", key=key, value=value)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ParameterError(f"{key} = {value!r} is invalid: allowed are {_type_name(tp)}", key=key, value=value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ParameterError(f"{key} = {value!r} is invalid: expected a mapping of {tp.__name__} keys", key=key, value=value)
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is list:
+        (item,) = get_args(tp) or (Any,)
+        if isinstance(value, str) and item is str:  # "a,b,c" from a flag
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ParameterError(f"{key} = {value!r} is invalid: expected a list", key=key, value=value)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ParameterError(f"{key} = {value!r} is invalid: expected a mapping", key=key, value=value)
+        _, vt = get_args(tp) or (str, Any)
+        return {str(k): _coerce(f"{key}.{k}", v, vt) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParameterError(f"{key} = {value!r} is invalid: expected true or false", key=key, value=value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ParameterError(f"{key} = {value!r} is invalid: expected an integer", key=key, value=value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ParameterError(f"{key} = {value!r} is invalid: expected a number", key=key, value=value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ParameterError(f"{key} = {value!r} is invalid: expected a string", key=key, value=value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter {prefix}{unknown[0]!r}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f": allowed keys{(' of ' + prefix.rstrip('.')) if prefix else ''} are {', '.join(sorted(names))}",
+            key=prefix + unknown[0],
+        )
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)  # type: ignore[call-arg]
+
+
+def to_dict(params: Any) -> dict[str, Any]:
+    """Plain-dict view of a parameter dataclass (for artifacts and YAML)."""
+    return dataclasses.asdict(params)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a parameter YAML file; an empty file is {}."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParameterError(f"parameter file {str(p)!r} does not exist", key="params", value=str(p)) from None
+    except yaml.YAMLError as e:
+        raise ParameterError(f"parameter file {str(p)!r} is not valid YAML: {e}", key="params", value=str(p)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"parameter file {str(p)!r} must hold a mapping of keys, not {type(data).__name__}", key="params")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ParameterError(f"--set {text!r} is not KEY=VALUE (e.g. target.halt.timeout_s=10)", key="--set", value=text)
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return [k for k in key.strip().split(".") if k], value
+
+
+def merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base`` (mappings merge, other values replace)."""
+    out = dict(base)
+    for k, v in overrides.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def set_path(data: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any]:
+    """Return a copy of ``data`` with the nested key path set to ``value``."""
+    nested: Any = value
+    for k in reversed(keys):
+        nested = {k: nested}
+    return merge(data, nested)
+
+
+def load_params(
+    cls: type[T],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> T:
+    """Defaults → YAML file → ``overrides`` mapping → ``KEY=VALUE`` sets; validated."""
+    data: dict[str, Any] = read_yaml(path) if path else {}
+    if overrides:
+        data = merge(data, {k: v for k, v in overrides.items()})
+    for s in sets or []:
+        keys, value = parse_override(s)
+        data = set_path(data, keys, value)
+    params = from_dict(cls, data)
+    validate = getattr(params, "validate", None)
+    return validate() if validate else params
