@@ -1,0 +1,1 @@
+"""WATCHER soaks: the target daemon, its protocol, sampling, draw injection and orchestration."""
