@@ -1,0 +1,1 @@
+"""Embedded simulators: real programs that speak the real protocols (dx-runner, WATCHER, LLM)."""
