@@ -21,6 +21,9 @@ from soaklib.store import check_run_id
 
 T = TypeVar("T")
 
+#: Keys a parameter file may hold for the notebooks only (ignored by the library's loaders).
+NOTEBOOK_KEYS = frozenset({"runs_json", "run_dir", "fail_on_gate"})
+
 PROVIDERS = ("opencode", "cc-glm", "gemini")
 CANONICAL_MODEL_DEFAULTS = {
     "opencode": ("OPENCODE_MODEL", "zhipuai-coding-plan/glm-5"),
@@ -336,6 +339,7 @@ def load_params(
 ) -> T:
     """Defaults → YAML file → ``overrides`` mapping → ``KEY=VALUE`` sets; validated."""
     data: dict[str, Any] = read_yaml(path) if path else {}
+    data = {k: v for k, v in data.items() if k not in NOTEBOOK_KEYS}
     if overrides:
         data = merge(data, {k: v for k, v in overrides.items()})
     for s in sets or []:

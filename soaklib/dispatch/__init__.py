@@ -1,0 +1,1 @@
+"""Multi-provider dispatch rounds through the dx-runner command surface."""

@@ -1,0 +1,331 @@
+"""One job through dx-runner: start (with backoff on the concurrency cap), poll, finalize,
+classify; retries for transient failures. Every attempt becomes a row of ``jobs.parquet``.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from soaklib.dispatch.dx_runner import TERMINAL_STATES, CheckResult, DxRunner, as_int
+from soaklib.redact import redact
+
+#: The seed's reason codes plus the ones DESIGN.md section 3 adds.
+REASON_CODES = (
+    "model_unavailable",
+    "auth_error",
+    "permission_denied",
+    "start_failed",
+    "wait_timeout",
+    "executor_exception",
+    "model_policy_violation",
+    "stalled",
+    "no_op",
+    "runner_error",
+)
+NON_TRANSIENT = frozenset({"auth_error", "permission_denied", "model_policy_violation", "no_op"})
+_TRANSIENT_RUNNER = re.compile(r"(?i)(rate_?limit|capacity|concurrency|overload|timeout|temporar)")
+_AUTH = re.compile(r"(?i)(\b40[13]\b|unauthori[sz]ed|forbidden|verify your account|auth|api key|credential|quota)")
+_MODEL = re.compile(r"(?i)(model\b.*\b(unavailable|not found|not available)|model_unavailable|capacity|overloaded)")
+_PERM = re.compile(r"(?i)(permission denied|DENIED|worktree|EACCES|read-only file system)")
+MAX_UNPARSEABLE_CHECKS = 3
+CAP_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: the seed's ``job_spec`` fields."""
+
+    beads_id: str
+    provider: str
+    prompt_id: str
+    prompt: str
+    success_hint: str
+    model: str
+    worktree: str
+    round_num: int
+    job_index: int
+
+
+@dataclass
+class Attempt:
+    """One attempt of a job: a row of ``jobs.parquet``."""
+
+    attempt: int
+    status: str = "pending"
+    reason_code: str | None = None
+    runner_reason_code: str | None = None
+    success: bool = False
+    completion: bool = False
+    selected_model: str | None = None
+    fallback_reason: str | None = None
+    outcome_state: str | None = None
+    exit_code: int | None = None
+    latency_ms: float | None = None
+    latency_source: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    detail: str = ""
+    stdout: str = ""
+    raw_outcome: dict[str, Any] = field(default_factory=dict)
+    stop: dict[str, Any] | None = None
+    cap_waits: int = 0
+
+
+@dataclass
+class JobOutcome:
+    """A job after all its attempts; the last attempt decides."""
+
+    spec: JobSpec
+    attempts: list[Attempt]
+
+    @property
+    def final(self) -> Attempt:
+        return self.attempts[-1]
+
+    def to_seed_dict(self) -> dict[str, Any]:
+        """The seed's JobResult fields (plus ``runner_reason_code``, ``latency_source``, ``detail``)."""
+        a = self.final
+        return {
+            "job_spec": asdict(self.spec),
+            "success": a.success,
+            "status": a.status,
+            "reason_code": a.reason_code,
+            "runner_reason_code": a.runner_reason_code,
+            "selected_model": a.selected_model,
+            "fallback_reason": a.fallback_reason,
+            "latency_ms": None if a.latency_ms is None else int(round(a.latency_ms)),
+            "latency_source": a.latency_source,
+            "completion": a.completion,
+            "retries": len(self.attempts) - 1,
+            "outcome_state": a.outcome_state,
+            "exit_code": a.exit_code,
+            "stdout": a.stdout,
+            "stderr": a.detail,
+            "started_at": a.started_at.isoformat() if a.started_at else None,
+            "completed_at": a.completed_at.isoformat() if a.completed_at else None,
+            "raw_outcome": a.raw_outcome,
+            "stop": a.stop,
+        }
+
+
+def model_policy_violation(selected: str | None, fallback: str | None, canonical: str) -> str | None:
+    """Why the model policy fails (None when it holds): canonical model, no zai/alias fallback."""
+    if selected and selected.startswith("zai-coding-plan/"):
+        return f"selected model {selected} is a zai-coding-plan fallback (canonical {canonical})"
+    if fallback and "alias_for=" in fallback:
+        return f"fallback_reason {fallback} (canonical {canonical})"
+    if selected is None:
+        return f"no selected_model reported (canonical {canonical})"
+    if selected != canonical:
+        return f"selected model {selected} is not the canonical {canonical}"
+    return None
+
+
+def classify_failure(state: str | None, runner_reason: str | None, detail: str) -> str:
+    """Map a runner state + reason + detail text to one of ``REASON_CODES``."""
+    text = f"{runner_reason or ''} {detail}"
+    if state == "stalled":
+        return "stalled"
+    if state == "no_op":
+        return "no_op"
+    if state == "blocked" or _PERM.search(runner_reason or ""):
+        return "permission_denied"
+    if _MODEL.search(text):
+        return "model_unavailable"
+    if _AUTH.search(text) or (runner_reason and "rate_limit" in runner_reason):
+        return "auth_error"
+    if _PERM.search(detail):
+        return "permission_denied"
+    return "runner_error"
+
+
+def is_transient(a: Attempt) -> bool:
+    """Worth another attempt: not auth / permission / model policy, or a rate or capacity limit."""
+    if a.success:
+        return False
+    if a.runner_reason_code and _TRANSIENT_RUNNER.search(a.runner_reason_code):
+        return True
+    return a.reason_code not in NON_TRANSIENT
+
+
+class JobRunner:
+    """Runs jobs through one ``DxRunner``; thread-safe (no shared mutable state)."""
+
+    def __init__(
+        self,
+        runner: DxRunner,
+        *,
+        timeout_s: float,
+        canonical_models: dict[str, str],
+        no_op_is_success: bool = True,
+        max_retries: int = 0,
+        retry_backoff_s: float = 1.0,
+        poll_min_s: float = 0.05,
+        poll_max_s: float = 2.0,
+    ) -> None:
+        self.runner = runner
+        self.timeout_s = timeout_s
+        self.canonical_models = canonical_models
+        self.no_op_is_success = no_op_is_success
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.poll_min_s = poll_min_s
+        self.poll_max_s = poll_max_s
+
+    def run(self, spec: JobSpec, prompt_file: Path, on_attempt: Callable[[Attempt], None] | None = None) -> JobOutcome:
+        """All attempts of one job (1 + retries for transient failures)."""
+        attempts: list[Attempt] = []
+        for n in range(self.max_retries + 1):
+            if n:
+                self._sleep(self.retry_backoff_s * (2 ** (n - 1)))
+            a = self.attempt(spec, prompt_file, n)
+            attempts.append(a)
+            if on_attempt:
+                on_attempt(a)
+            if a.success or not is_transient(a) or a.status == "interrupted":
+                break
+        return JobOutcome(spec, attempts)
+
+    def _sleep(self, seconds: float) -> None:
+        self.runner.cancel.wait(seconds)
+
+    def attempt(self, spec: JobSpec, prompt_file: Path, n: int) -> Attempt:
+        a = Attempt(attempt=n, started_at=_now())
+        if self.runner.cancel.is_set():
+            a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
+            a.completed_at = a.started_at
+            return a
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            start = self._start(spec, prompt_file, a, deadline)
+            if start is None:
+                return a
+            self._follow(spec, a, start.t_call_mono, start.t_call_wall, start.log_path, deadline)
+        except Exception as e:  # noqa: BLE001 - an executor bug must not sink the round
+            a.status, a.reason_code = "executor_exception", "executor_exception"
+            a.detail = redact(f"{type(e).__name__}: {e}") or ""
+            self._stop(spec, a)
+        a.completed_at = a.completed_at or _now()
+        return a
+
+    def _start(self, spec: JobSpec, prompt_file: Path, a: Attempt, deadline: float) -> Any:
+        for wait_s in (*CAP_BACKOFF_S, *([CAP_BACKOFF_S[-1]] * 1000)):
+            a.started_at = _now()
+            s = self.runner.start(spec.beads_id, spec.provider, prompt_file, Path(spec.worktree))
+            if s.returncode == 26 and time.monotonic() + wait_s < deadline and not self.runner.cancel.is_set():
+                a.cap_waits += 1
+                self._sleep(wait_s)
+                continue
+            break
+        if s.returncode == 0:
+            return s
+        a.status = "start_failed"
+        a.runner_reason_code = s.reason_code or s.meaning
+        a.detail = s.output
+        a.completed_at = _now()
+        if s.returncode == 22:
+            a.reason_code = "permission_denied"
+        elif s.returncode == 21:
+            a.reason_code = classify_failure(None, s.reason_code, s.output)
+            a.reason_code = a.reason_code if a.reason_code in ("auth_error", "model_unavailable") else "start_failed"
+        elif self.runner.cancel.is_set():
+            a.status, a.reason_code = "interrupted", "executor_exception"
+        else:
+            a.reason_code = "start_failed"
+        return None
+
+    def _follow(
+        self, spec: JobSpec, a: Attempt, t_mono: float, t_wall: float, log_path: str | None, deadline: float
+    ) -> None:
+        poll_s, bad_checks = self.poll_min_s, 0
+        c: CheckResult | None = None
+        last: CheckResult | None = None
+        terminal_mono: float | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.runner.cancel.is_set():
+                a.status, a.reason_code = "interrupted", "executor_exception"
+                a.detail = "interrupted before the job ended; job stopped"
+                self._stop(spec, a)
+                return
+            if remaining <= 0:
+                break
+            c = self.runner.check(spec.beads_id, timeout_s=min(self.runner.check_timeout_s, remaining + 0.05))
+            if c.error == "unparseable":
+                bad_checks += 1
+                if bad_checks >= MAX_UNPARSEABLE_CHECKS:
+                    a.status, a.reason_code = "runner_error", "runner_error"
+                    a.detail = f"dx-runner check answered no JSON {bad_checks} times: {c.text!r}"
+                    self._stop(spec, a)
+                    return
+            elif c.state:
+                bad_checks, last = 0, c
+                if c.state in TERMINAL_STATES:
+                    terminal_mono = time.monotonic()
+                    break
+            self.runner.cancel.wait(min(poll_s, max(deadline - time.monotonic(), 0)))
+            poll_s = min(poll_s * 1.5, self.poll_max_s)
+        if terminal_mono is None:
+            a.status, a.reason_code = "wait_timeout", "wait_timeout"
+            a.runner_reason_code = last.reason_code if last else ("check_timeout" if c and c.error == "timeout" else None)
+            a.detail = f"no terminal state within {self.timeout_s:g} s (last state {last.state if last else None!r}); job stopped"
+            self._stop(spec, a)
+            self._latency(spec, a, t_mono, t_wall, None)
+            return
+        assert last is not None
+        self._finalize(spec, a, last, t_mono, t_wall, terminal_mono, log_path)
+
+    def _finalize(
+        self, spec: JobSpec, a: Attempt, c: CheckResult, t_mono: float, t_wall: float, terminal_mono: float, log_path: str | None
+    ) -> None:
+        report = self.runner.report(spec.beads_id) or {}
+        outcome = self.runner.read_outcome(spec.provider, spec.beads_id) or {}
+        a.completion = True
+        a.status = c.state or "unknown"
+        a.selected_model = c.selected_model or report.get("selected_model") or outcome.get("selected_model") or None
+        a.fallback_reason = c.fallback_reason or report.get("fallback_reason") or outcome.get("fallback_reason") or None
+        a.outcome_state = report.get("outcome_state") or outcome.get("state")
+        a.exit_code = as_int(report.get("exit_code")) if report.get("exit_code") not in (None, "-") else as_int(outcome.get("exit_code"))
+        a.runner_reason_code = c.reason_code or report.get("reason_code") or outcome.get("reason_code")
+        a.raw_outcome = {k: redact(v) for k, v in outcome.items()}
+        tail = self.runner.log_tail(spec.provider, spec.beads_id, log_path=log_path)
+        a.stdout = tail[-2000:]
+        self._latency(spec, a, t_mono, t_wall, terminal_mono)
+        if c.state in ("stalled", "no_op", "blocked"):  # may still be running: stop it
+            self._stop(spec, a)
+        ok_state = c.state == "exited_ok" or (c.state == "no_op_success" and self.no_op_is_success)
+        if ok_state and a.exit_code in (0, None):
+            violation = model_policy_violation(a.selected_model, a.fallback_reason, self.canonical_models[spec.provider])
+            if violation:
+                a.reason_code, a.detail = "model_policy_violation", violation
+            else:
+                a.success, a.exit_code = True, 0
+            return
+        details = report.get("details")
+        detail = redact(details if isinstance(details, str) else (str(details) if details else "")) or tail
+        a.detail = detail[-2000:]
+        if c.state == "no_op_success":
+            a.reason_code = "no_op"
+        else:
+            a.reason_code = classify_failure(c.state, a.runner_reason_code, detail)
+
+    def _latency(self, spec: JobSpec, a: Attempt, t_mono: float, t_wall: float, terminal_mono: float | None) -> None:
+        """Start call → provider exit: the ``.rc`` mtime when present, else first terminal observation."""
+        rc_wall = self.runner.rc_mtime(spec.provider, spec.beads_id)
+        if rc_wall is not None and rc_wall >= t_wall - 0.001:
+            a.latency_ms, a.latency_source = (rc_wall - t_wall) * 1000.0, "rc_mtime"
+            a.completed_at = datetime.fromtimestamp(rc_wall, timezone.utc)
+        elif terminal_mono is not None:
+            a.latency_ms, a.latency_source = (terminal_mono - t_mono) * 1000.0, "observed"
+            a.completed_at = _now()
+
+    def _stop(self, spec: JobSpec, a: Attempt) -> None:
+        a.stop = self.runner.stop(spec.beads_id, spec.provider)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,1 @@
+"""Signoff artifacts (JSON + Markdown) and figures."""

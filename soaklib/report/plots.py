@@ -1,0 +1,111 @@
+"""Matplotlib figures for signoffs and notebooks: latency per provider, leak curves,
+process metrics, convergence. Functions return a Figure; ``save_figure`` writes a PNG.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless by default; a notebook's inline backend still wins
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from soaklib.analysis.latency import ecdf  # noqa: E402
+from soaklib.store import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save ``fig`` as a PNG atomically and close it."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def latency_figure(jobs: pd.DataFrame) -> Figure | None:
+    """ECDF and box plot of job latency (seconds) per provider; None when no latency."""
+    if jobs.empty or "latency_ms" not in jobs or jobs["latency_ms"].dropna().empty:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = [(p, g["latency_ms"].dropna().to_numpy() / 1000.0) for p, g in jobs.groupby("provider", sort=False)]
+    groups = [(p, v) for p, v in groups if len(v)]
+    for p, v in groups:
+        x, y = ecdf(v)
+        ax1.step(x, y, where="post", label=f"{p} (n={len(v)})")
+    ax1.set_xlabel("latency (s)")
+    ax1.set_ylabel("fraction of jobs ≤ latency")
+    ax1.set_title("Latency ECDF per provider")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    ax2.boxplot([v for _, v in groups], tick_labels=[p for p, _ in groups], showmeans=True)
+    ax2.set_ylabel("latency (s)")
+    ax2.set_title("Latency per provider")
+    ax2.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def series_figure(
+    samples: pd.DataFrame,
+    columns: list[tuple[str, str, float]],
+    *,
+    title: str,
+    time_col: str = "t_s",
+    fit: dict[str, dict[str, Any]] | None = None,
+) -> Figure | None:
+    """One panel per (column, label, scale) against time in hours; optional fitted lines.
+
+    ``fit[column]`` may hold ``slope_per_s``, ``intercept``, ``low_per_s``, ``high_per_s``
+    (values in the column's unit, before ``scale``) to draw the robust fit and its band.
+    """
+    present = [(c, lab, sc) for c, lab, sc in columns if c in samples and samples[c].notna().any()]
+    if samples.empty or not present:
+        return None
+    fig, axes = plt.subplots(len(present), 1, figsize=(10, 2.6 * len(present)), sharex=True, squeeze=False)
+    t_h = samples[time_col].to_numpy(dtype=float) / 3600.0
+    for ax, (col, label, scale) in zip(axes[:, 0], present):
+        y = samples[col].to_numpy(dtype=float) * scale
+        ax.plot(t_h, y, lw=0.9, label=label)
+        f = (fit or {}).get(col)
+        if f and np.isfinite(f.get("slope_per_s", np.nan)):
+            t0 = float(f.get("t_start_s", 0.0))
+            tt = np.linspace(t0, float(np.nanmax(samples[time_col])), 50)
+            mid = f["intercept"] + f["slope_per_s"] * (tt - f.get("t_ref_s", 0.0))
+            ax.plot(tt / 3600.0, mid * scale, "r--", lw=1.2, label=f"Theil–Sen fit {f.get('label', '')}".strip())
+            if np.isfinite(f.get("low_per_s", np.nan)) and np.isfinite(f.get("high_per_s", np.nan)):
+                lo = f["intercept"] + f["low_per_s"] * (tt - f.get("t_ref_s", 0.0))
+                hi = f["intercept"] + f["high_per_s"] * (tt - f.get("t_ref_s", 0.0))
+                ax.fill_between(tt / 3600.0, lo * scale, hi * scale, color="r", alpha=0.12, label="95% band")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[-1, 0].set_xlabel("time since start (h)")
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_figure(x: Any, y: Any, trend: dict[str, Any] | None = None, *, label: str = "hit rate") -> Figure | None:
+    """A metric over cycles with its Theil–Sen trend line."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.size == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(x, y, "o-", ms=3, label=label)
+    if trend and trend.get("slope") is not None and np.isfinite(trend.get("slope", np.nan)):
+        b = trend.get("intercept")
+        if b is not None:
+            ax.plot(x, b + trend["slope"] * x, "r--", label=f"trend {trend['slope']:+.3g}/step, τ={trend.get('kendall_tau', float('nan')):.2f}")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
