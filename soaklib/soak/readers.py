@@ -1,0 +1,272 @@
+"""Incremental readers of what the target writes: growing logs, its decision log, JSON files.
+
+A growing file is read from byte offsets (each byte once, rotation- and truncation-safe,
+starting where the file ended when the soak began), so reading costs what was appended,
+never the size of the file. JSON files are re-parsed only when their stat changes. A missing
+or half-written file is "no value yet", never an exception.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from soaklib.errors import ParameterError
+from soaklib.soak.protocol import DecisionCounters, Profile, parse_decision_line
+
+MAX_READ_BYTES = 16 << 20  # per reader per call: a burst is read over several ticks
+MAX_LINE_BYTES = 1 << 20  # a longer unterminated line is emitted as is
+REDUCES = ("value", "len", "sum", "mean", "max", "min")
+
+_SECRETS = [
+    (re.compile(r"(?i)\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD))(\s*[=:]\s*)\S+"), r"\1\2[REDACTED]"),
+    (re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
+    (re.compile(r"op://\S+"), "op://[REDACTED]"),
+]
+
+
+def redact(text: str) -> str:
+    """Mask ``*_KEY=`` / ``*_TOKEN=`` values, bearer tokens and ``op://`` references."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+# --------------------------------------------------------------------------- growing files
+
+
+class IncrementalReader:
+    """Complete new lines of a growing file, each byte read once; no file handle kept.
+
+    Starts at the size the file had when the reader was made (``from_end``), so only what
+    is appended during the soak is seen. A new inode (rotation) or a smaller size
+    (truncation) restarts at 0 of the new file; a missing file yields no lines.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, from_end: bool = True) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.bytes_read = 0
+        self.rotations = 0
+        self._ident: tuple[int, int] | None = None
+        self._partial = b""
+        if from_end:
+            try:
+                st = os.stat(self.path)
+                self.offset, self._ident = st.st_size, (st.st_dev, st.st_ino)
+            except OSError:
+                pass
+
+    def read_lines(self) -> list[str]:
+        """New complete lines since the last call (a partial last line waits for its newline)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return []
+        ident = (st.st_dev, st.st_ino)
+        if self._ident is not None and ident != self._ident or st.st_size < self.offset:
+            self.offset, self._partial = 0, b""
+            self.rotations += 1
+        self._ident = ident
+        if st.st_size == self.offset:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(min(st.st_size - self.offset, MAX_READ_BYTES))
+        except OSError:
+            return []
+        self.offset += len(data)
+        self.bytes_read += len(data)
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        if len(self._partial) > MAX_LINE_BYTES:
+            chunks.append(self._partial)
+            self._partial = b""
+        return [c.rstrip(b"\r").decode("utf-8", errors="replace") for c in chunks]
+
+
+class LogScanner:
+    """Cumulative error / traceback (/ heuristic-fallback) line counts over the target's logs."""
+
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        error_regex: str,
+        traceback_regex: str,
+        *,
+        heuristic_regex: str | None = None,
+        from_end: bool = True,
+        keep_first: int = 5,
+    ) -> None:
+        self.readers = [IncrementalReader(p, from_end=from_end) for p in paths]
+        self._error = re.compile(error_regex)
+        self._traceback = re.compile(traceback_regex)
+        self._heuristic = re.compile(heuristic_regex) if heuristic_regex else None
+        self.errors = 0
+        self.tracebacks = 0
+        self.heuristics = 0
+        self.keep_first = keep_first
+        self.first_errors: list[str] = []
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(r.bytes_read for r in self.readers)
+
+    def scan(self) -> list[str]:
+        """Read what was appended; returns the error lines newly kept in ``first_errors``."""
+        new_first: list[str] = []
+        for reader in self.readers:
+            for line in reader.read_lines():
+                is_error = bool(self._error.search(line))
+                is_tb = bool(self._traceback.search(line))
+                self.errors += is_error
+                self.tracebacks += is_tb
+                if self._heuristic is not None and self._heuristic.search(line):
+                    self.heuristics += 1
+                if (is_error or is_tb) and len(self.first_errors) < self.keep_first:
+                    kept = redact(line.strip())[:500]
+                    self.first_errors.append(kept)
+                    new_first.append(kept)
+        return new_first
+
+
+class DecisionLogTail:
+    """The decision log read incrementally into :class:`DecisionCounters`."""
+
+    def __init__(self, path: str | os.PathLike[str], profile: Profile, *, from_end: bool = True) -> None:
+        self.reader = IncrementalReader(path, from_end=from_end)
+        self.counters = DecisionCounters(profile=profile)
+
+    def poll(self) -> int:
+        """Count the lines appended since the last call; returns how many."""
+        lines = [ln for ln in self.reader.read_lines() if ln.strip()]
+        for line in lines:
+            self.counters.update(parse_decision_line(line))
+        return len(lines)
+
+
+# --------------------------------------------------------------------------- folders and JSON
+
+
+def dir_bytes(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Bytes of the files under ``paths`` (recursive, no symlinks followed, each inode once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [os.fspath(p) for p in paths]
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.stat(p, follow_symlinks=False)
+        except OSError:
+            continue
+        if os.path.isdir(p) and not os.path.islink(p):
+            try:
+                with os.scandir(p) as it:
+                    stack.extend(e.path for e in it)
+            except OSError:
+                pass
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+def count_files(folder: str | os.PathLike[str], pattern: str = "*") -> int:
+    """Visible files in ``folder`` whose names match ``pattern`` (0 when it does not exist)."""
+    try:
+        with os.scandir(folder) as it:
+            return sum(
+                1 for e in it
+                if not e.name.startswith(".") and fnmatch.fnmatch(e.name, pattern) and e.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return 0
+
+
+def check_probe(name: str, spec: Mapping[str, Any]) -> None:
+    """Refuse a probe spec ``{file, path, reduce}`` with a missing file or unknown reduce."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("file"), str):
+        raise ParameterError(f"probes.{name} needs a 'file' (string)", key=f"probes.{name}", value=spec)
+    unknown = sorted(set(spec) - {"file", "path", "reduce"})
+    if unknown:
+        raise ParameterError(f"probes.{name} has unknown key {unknown[0]!r}: allowed are file, path, reduce", key=f"probes.{name}")
+    if spec.get("reduce", "value") not in REDUCES:
+        raise ParameterError(
+            f"probes.{name}.reduce = {spec.get('reduce')!r} is invalid: allowed are {', '.join(REDUCES)}",
+            key=f"probes.{name}.reduce",
+            value=spec.get("reduce"),
+        )
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return float(x)
+    if isinstance(x, (int, float)) and math.isfinite(x):
+        return float(x)
+    return None
+
+
+def reduce_value(value: Any, dotted_path: str | None = None, reduce: str = "value") -> float | None:
+    """Walk ``a.b.0.c`` into parsed JSON and reduce it to a number; None when it does not fit."""
+    for part in (dotted_path or "").split("."):
+        if not part:
+            continue
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    if reduce == "value":
+        return _number(value)
+    if reduce == "len":
+        return float(len(value)) if isinstance(value, (list, dict, str)) else None
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else []
+    nums = [n for n in (_number(x) for x in items) if n is not None]
+    if not nums:
+        return None
+    if reduce == "sum":
+        return float(sum(nums))
+    if reduce == "mean":
+        return sum(nums) / len(nums)
+    return float(max(nums) if reduce == "max" else min(nums))
+
+
+def json_probe(path: str | os.PathLike[str], dotted_path: str | None = None, reduce: str = "value") -> float | None:
+    """A number read from a JSON file; a missing, half-written or odd file gives None."""
+    if reduce not in REDUCES:
+        raise ParameterError(f"reduce {reduce!r} is invalid: allowed are {', '.join(REDUCES)}", key="reduce", value=reduce)
+    try:
+        with open(path, "rb") as fh:
+            value = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    return reduce_value(value, dotted_path, reduce)
+
+
+class StatCache:
+    """Recompute a value from a path only when its (inode, size, mtime_ns) changed."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int] | None, Any]] = {}
+
+    def get(self, path: str | os.PathLike[str], key: str, compute: Callable[[Path], Any]) -> Any:
+        p = Path(path)
+        try:
+            st = os.stat(p)
+            ident: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            ident = None
+        slot = (str(p), key)
+        hit = self._cache.get(slot)
+        if hit is not None and hit[0] == ident and ident is not None:
+            return hit[1]
+        value = compute(p) if ident is not None else None
+        self._cache[slot] = (ident, value)
+        return value
