@@ -46,7 +46,7 @@ def test_profile_paths_absolute_and_relative(tmp_path):
     assert PLAN.path(tmp_path, "halt_file") == tmp_path / "watcher_halt.flag"
     assert V2.path(tmp_path, "log_file") is None
     assert log_paths(V2, tmp_path, tmp_path / "target.log") == [tmp_path / "target.log"]
-    assert log_paths(PLAN, tmp_path, tmp_path / "target.log")[1] == tmp_path / "logs/watcher_agent.log"
+    assert log_paths(PLAN, tmp_path, tmp_path / "target.log") == [tmp_path / "logs/watcher_agent.log"]
 
 
 def test_get_profile_overrides_by_field_name():
@@ -131,6 +131,8 @@ def test_write_request_is_atomic_and_never_visible_half_written(tmp_path):
         ("soak_B_01_20260203_100000.json", (None, "soak_B_01_20260203_100000.json")),
         ("COMPLETED_x.json", (None, "COMPLETED_x.json")),  # no stamp: not a prefix
         ("PENDING_20260203_100501_x.json", (None, "PENDING_20260203_100501_x.json")),  # unknown status
+        ("COMPLETED_20260203_100501_x.1.json", ("COMPLETED", "x.json")),  # archived twice, not overwritten
+        ("x.2.json", (None, "x.json")),
     ],
 )
 def test_parse_archive_name_with_and_without_prefix(filename, expected):
@@ -220,11 +222,13 @@ def test_decision_counters_plan_duplicates_and_fallbacks():
         {"sequence_number": 2, "source": "soak_test_B", "request_type": "learning_loop", "status": "completed", "dispatch_type": "learning_loop"},
         {"event": "heuristic_fallback", "reason": "timeout"},
     ]
+    lines.append({"sequence_number": 4, "source": "soak_test_B", "request_type": "frobnicate",
+                  "status": "UNKNOWN_TYPE", "dispatch_type": None})
     for text in [json.dumps(x) for x in lines] + ["not json"]:
         c.update(parse_decision_line(text))
-    assert (c.lines, c.bad_lines, c.completed, c.heuristic_fallback) == (5, 1, 3, 1)
+    assert (c.lines, c.bad_lines, c.completed, c.heuristic_fallback, c.unknown_type) == (6, 1, 3, 1, 1)
     assert (c.dispatch_selfplay, c.dispatch_learning) == (1, 2)
-    assert c.entries == {"1": 1, "2": 2}
+    assert c.entries == {"1": 1, "2": 2, "4": 1} and c.dispatch_types["4"] == ["frobnicate"]
     assert {k for k, n in c.entries.items() if n > PLAN.expected_entries("learning_loop")} == {"2"}
 
 

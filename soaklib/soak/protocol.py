@@ -261,15 +261,23 @@ def write_request(project_dir: str | os.PathLike[str], profile: Profile, name: s
 # --------------------------------------------------------------------------- archive
 
 
+_COLLISION_RE = re.compile(r"^(.+)\.\d+(\.json)$")
+
+
 def parse_archive_name(profile: Profile, filename: str) -> tuple[str | None, str]:
-    """``(status, original_name)`` of an archived request; status None when not prefixed."""
-    for status in sorted(profile.archive_statuses, key=len, reverse=True):
-        head = status + "_"
-        if filename.startswith(head):
-            rest = filename[len(head):]
-            if re.match(r"\d{8}_\d{6}_.", rest):
-                return status, rest[16:]
-    return None, filename
+    """``(status, original_name)`` of an archived request; status None when not prefixed.
+
+    A ``.N`` before ``.json`` (a daemon archiving the same name twice without overwriting)
+    is dropped, so a request handled twice shows up as one original archived twice.
+    """
+    status, original = None, filename
+    for candidate in sorted(profile.archive_statuses, key=len, reverse=True):
+        rest = filename[len(candidate) + 1:]
+        if filename.startswith(candidate + "_") and re.match(r"\d{8}_\d{6}_.", rest):
+            status, original = candidate, rest[16:]
+            break
+    m = _COLLISION_RE.match(original)
+    return status, (m.group(1) + m.group(2)) if m else original
 
 
 @dataclass
@@ -346,8 +354,11 @@ def is_heuristic_marker(entry: Mapping[str, Any]) -> bool:
 
 def dispatch_type_of(entry: Mapping[str, Any]) -> str | None:
     """The dispatch type of a decision line (plan lines without one: their request type)."""
-    value = entry.get("dispatch_type", entry.get("request_type"))
-    return value if isinstance(value, str) else None
+    for key in ("dispatch_type", "request_type"):
+        value = entry.get(key)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def classify(entry: Mapping[str, Any], profile: Profile) -> str:
@@ -451,10 +462,11 @@ class DecisionCounters:
 
 
 def log_paths(profile: Profile, project_dir: str | os.PathLike[str] | None, captured: str | os.PathLike[str] | None) -> list[Path]:
-    """The target's log files to scan: the captured stdout/stderr and the profile's log file."""
-    paths = [Path(captured)] if captured is not None else []
+    """The target log to scan: the profile's log file when it has one, else the captured output.
+
+    Not both: a daemon that logs to a file usually logs the same lines to stderr as well,
+    and scanning both would count every error twice.
+    """
     if project_dir is not None and profile.log_file is not None:
-        own = profile.path(project_dir, "log_file")
-        assert own is not None
-        paths.append(own)
-    return paths
+        return [profile.path(project_dir, "log_file")]  # type: ignore[list-item]
+    return [Path(captured)] if captured is not None else []

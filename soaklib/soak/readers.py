@@ -8,10 +8,12 @@ or half-written file is "no value yet", never an exception.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -154,36 +156,59 @@ class DecisionLogTail:
 
 
 def dir_bytes(paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Bytes of the files under ``paths`` (recursive, no symlinks followed, each inode once)."""
+    """Bytes of the files under ``paths`` (recursive, no symlinks followed, each inode once).
+
+    One ``stat`` per file (directory entries tell files from folders); vanished entries and
+    unreadable folders are skipped.
+    """
     seen: set[tuple[int, int]] = set()
     total = 0
-    stack = [os.fspath(p) for p in paths]
-    while stack:
-        p = stack.pop()
+    folders: list[str] = []
+
+    def add(st: os.stat_result) -> None:
+        nonlocal total
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+
+    for p in paths:
         try:
             st = os.stat(p, follow_symlinks=False)
         except OSError:
             continue
-        if os.path.isdir(p) and not os.path.islink(p):
-            try:
-                with os.scandir(p) as it:
-                    stack.extend(e.path for e in it)
-            except OSError:
-                pass
+        if stat.S_ISDIR(st.st_mode):
+            folders.append(os.fspath(p))
+        elif stat.S_ISREG(st.st_mode):
+            add(st)
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            folders.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            add(e.stat(follow_symlinks=False))
+                    except OSError:
+                        continue
+        except OSError:
             continue
-        if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
     return total
+
+
+@functools.lru_cache(maxsize=64)
+def _name_matcher(pattern: str) -> Callable[[str], Any]:
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 def count_files(folder: str | os.PathLike[str], pattern: str = "*") -> int:
     """Visible files in ``folder`` whose names match ``pattern`` (0 when it does not exist)."""
+    match = _name_matcher(pattern)
     try:
         with os.scandir(folder) as it:
             return sum(
                 1 for e in it
-                if not e.name.startswith(".") and fnmatch.fnmatch(e.name, pattern) and e.is_file(follow_symlinks=False)
+                if not e.name.startswith(".") and match(e.name) and e.is_file(follow_symlinks=False)
             )
     except OSError:
         return 0

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from soaklib.errors import ParameterError
 from soaklib.params import SamplingParams
-from soaklib.soak.protocol import Profile, scan_queue
+from soaklib.soak.protocol import Profile
 from soaklib.soak.readers import (
     REDUCES,
     DecisionLogTail,
@@ -171,7 +171,7 @@ class ProcessTree:
 
     def read(self, root_pid: int | None) -> dict[str, Any]:
         """Metrics of the root and (summed) of its descendants; a vanished root = alive False."""
-        row: dict[str, Any] = {"alive": False, **{k: None for k in TREE_KEYS}}
+        row: dict[str, Any] = {"alive": False, **dict.fromkeys(TREE_KEYS)}
         self.pids = []
         if root_pid is None:
             return row
@@ -181,7 +181,9 @@ class ProcessTree:
             kids = root.children(recursive=True)
         except _GONE:
             self._procs.pop(root_pid, None)
-            return {"alive": False, **{k: None for k in TREE_KEYS}}
+            return {"alive": False, **dict.fromkeys(TREE_KEYS)}
+        except psutil.AccessDenied:  # another user's process: alive, metrics unreadable
+            return {"alive": psutil.pid_exists(root_pid), **dict.fromkeys(TREE_KEYS)}
         row["alive"] = True
         pids, rss, fds, cpus = [root_pid], row["rss_bytes"], row["num_fds"], [row["cpu_pct"]]
         for kid in kids:
