@@ -9,7 +9,6 @@ the target does makes a sample raise. The schedule runs on absolute monotonic de
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -51,6 +50,9 @@ __all__ = [
 # --------------------------------------------------------------------------- LLM health
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
 class HealthProbe:
     """HTTP health of the LLM server on its own cadence (a daemon thread).
 
@@ -87,13 +89,13 @@ class HealthProbe:
         """Probe once (at most ``timeout_s``) and record the result."""
         start = time.monotonic()
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:
+            with _DIRECT.open(self.url, timeout=self.timeout_s) as resp:
                 resp.read(65536)
                 status = int(resp.status)
         except urllib.error.HTTPError as e:
             status = int(e.code)
             e.close()
-        except (urllib.error.URLError, OSError, ValueError, socket.timeout, http.client.HTTPException):
+        except Exception:  # refused, timeout, reset, garbage: no answer
             status = 0
         now = time.monotonic()
         up = 200 <= status < 400
