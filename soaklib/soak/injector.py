@@ -18,7 +18,7 @@ from typing import Any
 
 from soaklib.errors import ParameterError, SoakError
 from soaklib.prng import PRNGS, digits, draw_values
-from soaklib.store import atomic_write_json, atomic_write_text, utc_now
+from soaklib.store import atomic_write_text, utc_now
 
 HISTORY_FILE = "lottery_history.json"
 FLAG_FILE = "new_draw.flag"
@@ -43,6 +43,14 @@ def draw_record(index: int, value: int, *, seed: int, source: str) -> dict[str, 
         "draw_source": source,
         "true_seed": seed,
     }
+
+
+def _history_text(draws: list[dict[str, Any]]) -> str:
+    """``{"draws": [...]}`` with one record per line: readable, diffable, and fast to write
+    (the C encoder; an indented dump of a 5,000-draw history costs ~20x more)."""
+    if not draws:
+        return '{"draws": []}\n'
+    return '{"draws": [\n' + ",\n".join(json.dumps(d) for d in draws) + "\n]}\n"
 
 
 def read_history(project_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -113,7 +121,7 @@ def bootstrap_history(
         )
     values = draw_values(seed, n, start=0, mod=mod, prng=prng)
     draws = [draw_record(i, v, seed=seed, source=SOURCE_BOOTSTRAP) for i, v in enumerate(values)]
-    atomic_write_json(path, {"draws": draws})
+    atomic_write_text(path, _history_text(draws))
     return n
 
 
@@ -134,7 +142,7 @@ def inject_draws(
     values = draw_values(seed, count, start=start, mod=mod, prng=prng)
     new = [draw_record(start + i, v, seed=seed, source=SOURCE_INJECTION) for i, v in enumerate(values)]
     draws.extend(new)
-    atomic_write_json(history_path(project), {"draws": draws})
+    atomic_write_text(history_path(project), _history_text(draws))
     flag = {"injected_at": utc_now().isoformat(), "count": count, "first_index": start, "history_length": len(draws)}
     atomic_write_text(project / FLAG_FILE, json.dumps(flag) + "\n")
     return new
