@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_ID ?= demo-$(shell date -u +%Y%m%dT%H%M%SZ)
+OUT    ?= outputs/multi-provider-soak
 
 .PHONY: demo test venv clean
 
@@ -15,11 +17,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The main job on the built-in simulator: 2 rounds x 6 parallel jobs, then the executed
+# notebook (latency percentiles, figures) attached beside the evidence.
 demo: $(STAMP)
-	$(BIN)/soak multi-provider --dry-run --rounds 2 --parallel 6
-	$(BIN)/papermill --cwd . -k python3 notebooks/multi_provider.ipynb outputs/multi_provider.ipynb \
-	    -p runs_json "$$(ls -t outputs/multi-provider-soak/*.json | head -1)" --log-level WARNING
-	@echo "Executed notebook: outputs/multi_provider.ipynb"
+	$(BIN)/soak multi-provider --dry-run --rounds 2 --parallel 6 --run-id $(RUN_ID) --output-dir $(OUT)
+	$(BIN)/papermill --log-level WARNING -k python3 notebooks/multi_provider.ipynb $(OUT)/$(RUN_ID).ipynb \
+	    -p runs_json $(OUT)/$(RUN_ID).json
+	@echo
+	@echo "Signoff: $(OUT)/$(RUN_ID).json and $(OUT)/$(RUN_ID).md"
+	@echo "Executed notebook: $(OUT)/$(RUN_ID).ipynb"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -28,7 +28,8 @@ def test_notebook_is_committed_clean(path: Path) -> None:
     # the parameters cell: literal assignments only, each with a comment (unit, meaning)
     source = tagged[0].source
     for node in ast.parse(source).body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), ast.dump(node)
+        assert node.value is not None
         ast.literal_eval(node.value)
     for line in source.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
