@@ -163,6 +163,7 @@ class SoakParams:
     force: bool = False  # go on despite preflight findings
     keep_changes: bool = False  # soak C: keep the operator's modified files
     drain_timeout_s: float = 600.0  # soak B: deadline for the queue to drain
+    warmup_s: float | None = None  # seconds left out at the start of growth fits; None = 5% of the run, <= 600
 
     def validate(self) -> "SoakParams":
         if self.run_id is not None:
@@ -177,6 +178,8 @@ class SoakParams:
         h = self.target.halt
         if h.method == "command" and not h.command:
             raise ParameterError("target.halt.method is 'command' but target.halt.command is empty", key="target.halt.command")
+        if self.warmup_s is not None:
+            _require("warmup_s", self.warmup_s, 0 <= self.warmup_s < self.duration_s, "seconds >= 0 and < duration_s")
         _require("injection.interval_s", self.injection.interval_s, self.injection.interval_s > 0, "seconds > 0")
         _require("injection.mod", self.injection.mod, self.injection.mod >= 1, "an integer >= 1")
         for name, probe in self.probes.items():
