@@ -241,34 +241,43 @@ class JobRunner:
     def _follow(
         self, spec: JobSpec, a: Attempt, t_mono: float, t_wall: float, log_path: str | None, deadline: float
     ) -> None:
-        poll_s, bad_checks = self.poll_min_s, 0
+        """Poll until a terminal state: ``check`` calls back off from fast to slow, while a cheap
+        stat of ``<ID>.rc`` every ``poll_min_s`` triggers an immediate check when the provider exits."""
+        interval, bad_checks = 4 * self.poll_min_s, 0
         c: CheckResult | None = None
         last: CheckResult | None = None
         terminal_mono: float | None = None
+        rc_seen = False
+        next_check = time.monotonic() + interval
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
             if self.runner.cancel.is_set():
                 a.status, a.reason_code = "interrupted", "executor_exception"
                 a.detail = "interrupted before the job ended; job stopped"
                 self._stop(spec, a)
                 return
-            if remaining <= 0:
+            if now >= deadline:
                 break
-            c = self.runner.check(spec.beads_id, timeout_s=min(self.runner.check_timeout_s, remaining + 0.05))
-            if c.error == "unparseable":
-                bad_checks += 1
-                if bad_checks >= MAX_UNPARSEABLE_CHECKS:
-                    a.status, a.reason_code = "runner_error", "runner_error"
-                    a.detail = f"dx-runner check answered no JSON {bad_checks} times: {c.text!r}"
-                    self._stop(spec, a)
-                    return
-            elif c.state:
-                bad_checks, last = 0, c
-                if c.state in TERMINAL_STATES:
-                    terminal_mono = time.monotonic()
-                    break
-            self.runner.cancel.wait(min(poll_s, max(deadline - time.monotonic(), 0)))
-            poll_s = min(poll_s * 1.5, self.poll_max_s)
+            if not rc_seen and self.runner.rc_mtime(spec.provider, spec.beads_id) is not None:
+                rc_seen, next_check = True, now
+            if now >= next_check:
+                c = self.runner.check(spec.beads_id, timeout_s=min(self.runner.check_timeout_s, deadline - now + 0.05))
+                if c.error == "unparseable":
+                    bad_checks += 1
+                    if bad_checks >= MAX_UNPARSEABLE_CHECKS:
+                        a.status, a.reason_code = "runner_error", "runner_error"
+                        a.detail = f"dx-runner check answered no JSON {bad_checks} times: {c.text!r}"
+                        self._stop(spec, a)
+                        return
+                elif c.state:
+                    bad_checks, last = 0, c
+                    if c.state in TERMINAL_STATES:
+                        terminal_mono = time.monotonic()
+                        break
+                # after the provider exited, the runner finalizes on its next tick: poll steadily
+                interval = 0.25 if rc_seen else min(interval * 1.5, self.poll_max_s)
+                next_check = time.monotonic() + interval
+            self.runner.cancel.wait(max(0.0, min(self.poll_min_s, next_check - now, deadline - now)))
         if terminal_mono is None:
             a.status, a.reason_code = "wait_timeout", "wait_timeout"
             a.runner_reason_code = last.reason_code if last else ("check_timeout" if c and c.error == "timeout" else None)
