@@ -84,6 +84,119 @@ def multi_provider(params_file: str | None, no_progress: bool, **flags: Any) -> 
     _run(go)
 
 
+# --------------------------------------------------------------------------- WATCHER soaks
+
+EXIT_PASS, EXIT_FAIL = 0, 1
+
+
+def _verdict_code(signoff_json: Path) -> int:
+    import json
+
+    return EXIT_PASS if json.loads(signoff_json.read_text(encoding="utf-8"))["verdict"] == "PASS" else EXIT_FAIL
+
+
+@main.command("watcher")
+@click.argument("soak", type=click.Choice(["a", "b", "c"]))
+@click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one key, e.g. target.halt.timeout_s=10 (repeatable).")
+@click.option("--run-id", default=None, help="Run id (plain name) [soak-<a|b|c>-<UTC stamp>].")
+@click.option("--output-dir", default=None, help="Where the run folder and signoff go [outputs/watcher-soak].")
+@click.option("--force", is_flag=True, default=None, help="Record preflight findings and soak anyway.")
+@click.option("--keep-changes", is_flag=True, default=None, help="Soak C: keep the operator's modified files.")
+@click.option("--no-progress", is_flag=True, help="No progress line.")
+def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
+    """Soak a WATCHER daemon; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 target/preflight · 130 interrupted."""
+
+    def go() -> int:
+        from soaklib.errors import ProtocolError
+        from soaklib.params import SoakParams, load_params
+        from soaklib.report.signoff import write_signoff
+        from soaklib.soak.soaks import run_soak
+
+        overrides = {"soak": soak, **{k: v for k, v in flags.items() if v is not None}}
+        params = load_params(SoakParams, params_file, overrides, list(sets))
+        try:
+            result = run_soak(params, echo=click.echo, progress=not no_progress and sys.stderr.isatty())
+        except ProtocolError as e:
+            run_dir = e.fields.get("run_dir")
+            if run_dir and Path(str(run_dir)).is_dir():
+                paths = write_signoff(str(run_dir))
+                click.echo(f"Signoff (partial): {paths['json']}", err=True)
+            raise
+        paths = write_signoff(result.run_dir)
+        click.echo("\nSignoff:")
+        click.echo(f"  JSON: {paths['json']}")
+        click.echo(f"  Markdown: {paths['md']}")
+        click.echo(f"  Samples: {result.run_dir / 'samples'}")
+        code = _verdict_code(paths["json"])
+        click.echo(f"Verdict: {'PASS' if code == EXIT_PASS else 'FAIL'}" + (" (interrupted)" if result.interrupted else ""))
+        return EXIT_INTERRUPTED if result.interrupted else code
+
+    _run(go)
+
+
+@main.command("monitor", context_settings={"allow_interspersed_args": False})
+@click.option("--pid", type=int, default=None, help="Attach to this process.")
+@click.option("--match", default=None, help="Attach to the one process whose command line matches this regex.")
+@click.option("--interval-s", type=float, default=1.0, show_default=True, help="Seconds between samples.")
+@click.option("--duration-s", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--samples", type=int, default=None, help="Stop after this many samples.")
+@click.option("--out", "out_dir", default=None, help="Output folder [outputs/monitor/monitor-<UTC stamp>].")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def monitor(pid: int | None, match: str | None, interval_s: float, duration_s: float | None, samples: int | None,
+            out_dir: str | None, command: tuple[str, ...]) -> None:
+    """Record a process tree (RSS, CPU, FDs, VRAM) to parquet and a PNG: --pid, --match or -- COMMAND..."""
+
+    def go() -> int:
+        from soaklib.errors import ParameterError
+        from soaklib.report.plots import monitor_figure, save_figure
+        from soaklib.soak.monitor import record
+        from soaklib.store import load_run, utc_stamp
+
+        if duration_s is not None and samples is not None:
+            raise ParameterError("give --duration-s or --samples, not both", key="--samples")
+        out = Path(out_dir) if out_dir else Path("outputs") / "monitor" / f"monitor-{utc_stamp()}"
+        folder = record(pid=pid, match=match, command=list(command) or None, interval_s=interval_s,
+                        duration_s=duration_s, samples=samples, out_dir=out)
+        run = load_run(folder)
+        click.echo(f"Samples: {len(run.samples)} in {folder / 'samples'} ({run.manifest.get('end_reason')})")
+        fig = monitor_figure(run.samples) if not run.samples.empty else None
+        if fig is not None:
+            click.echo(f"Figure: {save_figure(fig, folder / 'monitor.png')}")
+        return 0
+
+    _run(go)
+
+
+@main.command("analyze")
+@click.argument("run_dir", type=click.Path())
+def analyze(run_dir: str) -> None:
+    """Recompute and rewrite the signoff of a run folder (partial or not); exit 0 PASS · 1 FAIL."""
+
+    def go() -> int:
+        from soaklib.store import load_run, signoff_paths
+
+        run = load_run(run_dir)
+        if run.kind == "multi-provider":
+            from soaklib.report.multi_provider import read_evidence, write_evidence
+
+            json_path, _ = signoff_paths(run.path)
+            evidence = read_evidence(json_path)
+            paths = write_evidence(evidence, run.path.parent)
+            click.echo(f"Evidence re-rendered: {paths['json']}, {paths['md']}")
+            return EXIT_PASS if evidence.get("passed") else EXIT_FAIL
+        from soaklib.report.signoff import write_signoff
+
+        paths = write_signoff(run.path)
+        code = _verdict_code(paths["json"])
+        click.echo(f"Signoff: {paths['json']} ({'complete' if run.complete else 'incomplete'} run, "
+                   f"verdict {'PASS' if code == EXIT_PASS else 'FAIL'})")
+        click.echo(f"Markdown: {paths['md']}")
+        return code
+
+    _run(go)
+
+
 # --------------------------------------------------------------------------- simulators
 
 
@@ -104,6 +217,29 @@ def _passthrough(name: str, module: str, help_text: str) -> None:
 _passthrough("dx-runner", "soaklib.sim.dx_runner", "The dx-runner simulator (preflight, start, check, report, stop).")
 _passthrough("watcher", "soaklib.sim.watcher", "The reference WATCHER daemon (profile watcher-v2).")
 _passthrough("llm-server", "soaklib.sim.llm_server", "The loopback LLM server (/health, /completion) with outage windows.")
+
+
+@sim.command("inject")
+@click.option("--project-dir", required=True, type=click.Path(file_okay=False), help="The daemon's project folder.")
+@click.option("--count", type=int, default=1, show_default=True, help="Draws to append.")
+@click.option("--seed", type=int, default=12345, show_default=True, help="The true seed of the PRNG.")
+@click.option("--mod", type=int, default=1000, show_default=True, help="Draw values are PRNG output mod this.")
+@click.option("--prng", default="java_lcg", show_default=True, help="PRNG of the draws.")
+@click.option("--bootstrap", type=int, default=None, help="First write a history of N draws when there is none.")
+def sim_inject(project_dir: str, count: int, seed: int, mod: int, prng: str, bootstrap: int | None) -> None:
+    """Append synthetic draws to lottery_history.json (atomically), then write new_draw.flag."""
+
+    def go() -> int:
+        from soaklib.soak.injector import bootstrap_history, history_path, inject_draws
+
+        if bootstrap is not None and not history_path(project_dir).exists():
+            bootstrap_history(project_dir, bootstrap, seed=seed, mod=mod, prng=prng)
+            click.echo(f"bootstrapped {bootstrap} draws in {history_path(project_dir)}")
+        new = inject_draws(project_dir, count, seed=seed, mod=mod, prng=prng)
+        click.echo(f"injected {len(new)} draw(s): values {', '.join(str(d['value']) for d in new)}")
+        return 0
+
+    _run(go)
 
 
 if __name__ == "__main__":  # pragma: no cover

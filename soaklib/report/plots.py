@@ -109,3 +109,59 @@ def convergence_figure(x: Any, y: Any, trend: dict[str, Any] | None = None, *, l
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- WATCHER soak figures
+
+MIB = 2**20
+
+
+def leak_figure(samples: pd.DataFrame, fits: dict[str, dict[str, Any]] | None = None, *,
+                title: str = "Memory of the target (leak curve)") -> Figure | None:
+    """Tree RSS and root RSS in MB (MiB) against hours, with Theil–Sen fits and 95% bands.
+
+    ``fits`` maps a column to the ``series_figure`` fit keys (values in bytes).
+    """
+    cols = [("tree_rss_bytes", "tree RSS (MB)", 1 / MIB), ("rss_bytes", "RSS (MB)", 1 / MIB)]
+    return series_figure(samples, cols, title=title, fit=fits)
+
+
+def resource_figure(samples: pd.DataFrame, column: str, label: str, *, scale: float = 1.0,
+                    title: str, fit: dict[str, Any] | None = None) -> Figure | None:
+    """One resource (FDs, threads, VRAM, disk) against hours; None when the column has no value."""
+    return series_figure(samples, [(column, label, scale)], title=title, fit={column: fit} if fit else None)
+
+
+def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
+    """LLM health per sample: up (2xx/3xx) or down (status 0 = no answer), and latency in ms."""
+    if samples.empty or "llm_status" not in samples or samples["llm_status"].dropna().empty:
+        return None
+    s = samples.dropna(subset=["llm_status"])
+    t_h = s[time_col].to_numpy(dtype=float) / 3600.0
+    status = s["llm_status"].to_numpy(dtype=float)
+    up = (status >= 200) & (status < 400)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
+    ax1.step(t_h, up.astype(int), where="post", lw=1.2)
+    ax1.scatter(t_h[~up], np.zeros((~up).sum()), color="r", s=12, zorder=3, label="no answer / error")
+    ax1.set_yticks([0, 1], ["down", "up"])
+    ax1.set_ylim(-0.2, 1.2)
+    ax1.set_title("LLM health")
+    ax1.grid(alpha=0.3)
+    if (~up).any():
+        ax1.legend(loc="lower left", fontsize=8)
+    if "llm_latency_ms" in s:
+        ax2.plot(t_h, s["llm_latency_ms"].to_numpy(dtype=float), ".-", ms=3, lw=0.8)
+    ax2.set_ylabel("latency (ms)")
+    ax2.set_xlabel("time since start (h)")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def monitor_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
+    """psrecord-style panels of a recorded process tree: RSS (MB), CPU (%), FDs."""
+    rss = "tree_rss_bytes" if "tree_rss_bytes" in samples and samples["tree_rss_bytes"].notna().any() else "rss_bytes"
+    cpu = "tree_cpu_pct" if "tree_cpu_pct" in samples and samples["tree_cpu_pct"].notna().any() else "cpu_pct"
+    fds = "tree_num_fds" if "tree_num_fds" in samples and samples["tree_num_fds"].notna().any() else "num_fds"
+    cols = [(rss, "RSS (MB)", 1 / MIB), (cpu, "CPU (%)", 1.0), (fds, "open FDs", 1.0)]
+    return series_figure(samples, cols, title="Process tree", time_col=time_col)

@@ -54,6 +54,7 @@ REFERENCE_HALT_FILE = "agent_halt"  # project-local: the operator's /tmp/agent_h
 REFERENCE_MODULE = "soaklib.sim.watcher"
 STUB_MODULE = "soaklib.sim.llm_server"
 STUB_START_TIMEOUT_S = 10.0
+PROGRESS_EVERY_S = 60.0  # without a terminal, a progress line this often
 EVENT_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("t_s", pa.float64()),
     ("kind", pa.string()), ("message", pa.string()), ("data", pa.string()),
@@ -91,10 +92,10 @@ class SoakContext:
         """Record an event (``message`` is its text, other fields go to its JSON ``data``)."""
         self._event(kind, self.elapsed_s(), **fields)
 
-    def _event(self, kind: str, t_s: float, **fields: Any) -> None:
+    def _event(self, kind: str, at_s: float, **fields: Any) -> None:
         message = str(fields.pop("message", "") or "")
         self._events.append({
-            "run_id": self.run_id, "ts": utc_now(), "t_s": float(t_s), "kind": kind, "message": message,
+            "run_id": self.run_id, "ts": utc_now(), "t_s": float(at_s), "kind": kind, "message": message,
             "data": json.dumps(fields, default=str, sort_keys=True),
         })
 
@@ -246,7 +247,7 @@ def _plan(params: SoakParams) -> _Plan:
     if reference and profile.name == "watcher-v2":
         profile = get_profile(params.profile, {"halt_file": REFERENCE_HALT_FILE})
     if params.project_dir is not None:
-        project_dir = Path(params.project_dir).resolve()
+        project_dir = Path(params.project_dir).expanduser().resolve()
     elif reference:
         project_dir = (run_dir / "project").resolve()
     elif attach:
@@ -263,6 +264,10 @@ def _plan(params: SoakParams) -> _Plan:
         halt_paths.append(flag if flag.is_absolute() else project_dir / flag)
     if reference:
         _knob_argv(params.sim)  # unknown knobs are refused before anything starts
+    from soaklib.analysis.criteria import apply_overrides
+    from soaklib.report.signoff import soak_criteria
+
+    apply_overrides(soak_criteria(params.soak), params.criteria)  # bad criteria: exit 2 before any work
     start_stub = reference or params.llm.start_stub
     return _Plan(run_id, run_dir, project_dir, profile, reference, start_stub,
                  [p for p in dict.fromkeys(halt_paths) if p is not None])
@@ -418,7 +423,7 @@ def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProb
     p = ctx.params
     writer = PartWriter(ctx.run_dir / "samples", schema=sampler.schema)
     ticker = Ticker(p.sampling.interval_s, ctx.t0)
-    last_flush = ctx.t0
+    last_flush = last_line = ctx.t0
     final = False
     try:
         driver.setup(ctx)
@@ -432,7 +437,7 @@ def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProb
             info = ctx.target.poll()
             if info is not None:
                 obs["target_exit"] = {"returncode": info.returncode, "signal": info.signal,
-                                      "t_s": info.exited_at_mono - ctx.t0}
+                                      "exited_at_s": info.exited_at_mono - ctx.t0}
                 ctx.event("target_exited", **obs["target_exit"],
                           message=f"target exited on its own (code {info.returncode}, signal {info.signal})")
                 ctx.echo(f"soak {p.soak}: the target exited on its own (code {info.returncode})")
@@ -441,6 +446,9 @@ def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProb
             if progress:
                 sys.stderr.write("\r" + _progress_line(ctx, row, p.duration_s))
                 sys.stderr.flush()
+            elif time.monotonic() - last_line >= PROGRESS_EVERY_S:
+                ctx.echo(_progress_line(ctx, row, p.duration_s))
+                last_line = time.monotonic()
             if done or final or ctx.stop_event.is_set():
                 break
             if time.monotonic() - last_flush >= p.sampling.flush_s:

@@ -1,0 +1,65 @@
+"""The watcher_soak notebook is committed clean and runs the demo soak under papermill."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from soaklib.params import SoakParams
+from tests.conftest import REPO
+
+NOTEBOOK = REPO / "notebooks" / "watcher_soak.ipynb"
+
+
+def _parameter_names() -> list[str]:
+    import ast
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return [n.target.id for n in ast.parse(cell.source).body]  # type: ignore[attr-defined]
+
+
+def test_parameters_are_every_soak_key_plus_notebook_keys() -> None:
+    import dataclasses
+
+    names = _parameter_names()
+    assert {f.name for f in dataclasses.fields(SoakParams)} | {"run_dir", "fail_on_gate"} == set(names)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebook_runs_the_demo_soak_and_writes_the_signoff(tmp_path: Path) -> None:
+    demo = yaml.safe_load((REPO / "parameters" / "soak_a_demo.yaml").read_text())
+    demo.update(run_id="nbA", output_dir=str(tmp_path / "out"), duration_s=6, warmup_s=1, probes_at_s=[0.5],
+                llm={"outages": [[2, 3.5]]},
+                sampling={"interval_s": 0.25, "flush_s": 1, "health_interval_s": 0.25, "health_timeout_s": 0.5},
+                sim={"poll_s": 0.2})
+    out_nb = tmp_path / "watcher.ipynb"
+    pm.execute_notebook(str(NOTEBOOK), str(out_nb), parameters=demo, cwd=str(REPO), kernel_name="python3",
+                        progress_bar=False)
+    signoff = json.loads((tmp_path / "out" / "nbA.json").read_text())
+    assert signoff["soak"] == "a" and signoff["complete"] is True
+    assert signoff["verdict"] == "PASS", [r for r in signoff["criteria"] if r["status"] != "PASS"]
+    assert (tmp_path / "out" / "nbA.md").exists() and (tmp_path / "out" / "nbA" / "figures" / "leak.png").exists()
+    rows = {r["metric"]: r for r in signoff["criteria"]}
+    assert rows["llm_reconnect"]["observed"] == "recovered"
+    # analysing the run again from its folder, without running a soak
+    out2 = tmp_path / "again.ipynb"
+    pm.execute_notebook(str(NOTEBOOK), str(out2), parameters={"run_dir": str(tmp_path / "out" / "nbA")},
+                        cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    assert "nbA" in out2.read_text()
+
+
+def test_notebook_fails_papermill_on_a_fail_verdict(tmp_path: Path) -> None:
+    params = {"run_id": "nbF", "output_dir": str(tmp_path / "out"), "duration_s": 3, "sim": {"crash_after_s": 1, "poll_s": 0.2},
+              "sampling": {"interval_s": 0.25, "flush_s": 1, "health_interval_s": 0.25}}
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "fail.ipynb"), parameters=params, cwd=str(REPO),
+                            kernel_name="python3", progress_bar=False)
+    assert "GateFailed" in str(err.value) and "target_alive" in str(err.value)
+    assert json.loads((tmp_path / "out" / "nbF.json").read_text())["verdict"] == "FAIL"
