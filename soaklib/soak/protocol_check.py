@@ -405,5 +405,8 @@ class AfterSoak:
                     fn()
                 except Exception as e:  # noqa: BLE001 - every cleanup runs, errors are reported
                     self.errors.append(f"{name}: {type(e).__name__}: {e}")
+                except BaseException:  # Ctrl-C inside a cleanup: run them again at exit
+                    self._ran = False
+                    raise
         atexit.unregister(self.run)
         return self.errors

@@ -1,0 +1,525 @@
+"""Soak C, the sustained autonomous loop: synthetic draws in, full cycles and convergence out.
+
+After the protocol check the driver turns the project into the plan's test mode (sections
+2.2 and 6): it bootstraps a synthetic history when there is none
+(``injection.bootstrap_draws``), sets ``test_mode``, ``synthetic_injection.enabled`` and
+``interval_seconds`` in ``watcher_policies.json``, and injects a draw every
+``injection.interval_s``. Each tick it reads the decision log (cycles, dispatches,
+fallbacks), the queue (stuck requests) and the JSON probes (default: the hit rate in the
+telemetry); at the end it judges draws ingested against injected (± 2), policy candidates,
+telemetry and the convergence trend (``soaklib.analysis.convergence_trend``).
+
+The operator's files are copied into ``{run_dir}/operator_backup/`` before anything
+changes and restored byte for byte after the target stopped — also after Ctrl-C, a crash
+of the target or a failed check — unless ``keep_changes``. The soak's own versions are
+kept in ``operator_backup/final/``. Per-tick values go to ``{run_dir}/loop.parquet``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from soaklib.analysis import convergence_trend
+from soaklib.errors import ParameterError
+from soaklib.prng import draw_values
+from soaklib.soak import injector
+from soaklib.soak.injector import bootstrap_history, inject_draws
+from soaklib.soak.protocol import Profile, classify, dispatch_type_of, parse_decision_line
+from soaklib.soak.protocol_check import AfterSoak, ProtocolCheck, is_probe_entry, timeout_for
+from soaklib.soak.readers import IncrementalReader, StatCache, check_probe, count_files, json_probe
+from soaklib.store import atomic_write_json, atomic_write_text, utc_now, write_table
+
+POLICIES_FILE = "watcher_policies.json"
+BACKUP_DIR = "operator_backup"
+LOOP_TABLE = "loop.parquet"
+DEFAULT_PROBES: dict[str, dict[str, Any]] = {
+    "hit_rate": {"file": "telemetry/learning_health_latest.json", "path": "hit_rate"}}
+DEFAULT_TARGETS = {"hit_rate": 1.0}
+MIN_STUCK_S = 10.0
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def history_values(path: str | os.PathLike[str]) -> list[int] | None:
+    """The ``value`` of every draw in a history file; None when missing or unreadable."""
+    try:
+        draws = json.loads(Path(path).read_text(encoding="utf-8"))["draws"]
+        return [int(d["value"]) for d in draws]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- operator files
+
+
+class OperatorFiles:
+    """Backup and byte-for-byte restore of the operator's files that a soak changes.
+
+    ``backup`` copies each existing file (with its mode and times) into ``backup_dir`` and
+    records its SHA-256 in ``backup_dir/manifest.json``. ``restore`` puts every changed file
+    back (temporary file + rename, then verified by hash), keeping the soak's version in
+    ``backup_dir/final/``; a file the soak created is moved there, except in a ``fresh``
+    project folder that the soak itself made. Idempotent and thread-safe.
+    """
+
+    def __init__(self, project_dir: str | os.PathLike[str], backup_dir: str | os.PathLike[str],
+                 names: Sequence[str], *, fresh: bool = False, keep_changes: bool = False) -> None:
+        self.project_dir = Path(project_dir)
+        self.backup_dir = Path(backup_dir)
+        self.names = list(dict.fromkeys(names))
+        self.fresh = fresh
+        self.keep_changes = keep_changes
+        self.lock = threading.RLock()
+        self.manifest: dict[str, dict[str, Any]] = {}
+        self.report: dict[str, Any] | None = None
+
+    def path(self, name: str) -> Path:
+        return self.project_dir / name
+
+    def backup(self) -> dict[str, dict[str, Any]]:
+        """Copy the existing files away before anything changes; returns the manifest."""
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.names:
+            src = self.path(name)
+            entry: dict[str, Any] = {"existed": src.is_file(), "sha256": None, "bytes": None}
+            if entry["existed"]:
+                dst = self.backup_dir / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+                entry.update(sha256=_sha256(dst), bytes=dst.stat().st_size)
+                if entry["sha256"] != _sha256(src):
+                    raise OSError(f"{src} changed while it was being backed up: run the soak again")
+            self.manifest[name] = entry
+        atomic_write_json(self.backup_dir / "manifest.json", {
+            "project_dir": str(self.project_dir), "backed_up_at": utc_now(), "fresh_project": self.fresh,
+            "files": self.manifest})
+        return self.manifest
+
+    @property
+    def restored(self) -> bool:
+        return self.report is not None
+
+    def soak_version(self, name: str) -> Path:
+        """Where the soak's final version of ``name`` is now (moved aside once restored)."""
+        kept = self.backup_dir / "final" / name
+        with self.lock:
+            return kept if self.restored and kept.exists() else self.path(name)
+
+    def restore(self) -> dict[str, Any]:
+        """Put the operator's files back as they were (unless ``keep_changes``); a report by file."""
+        with self.lock:
+            if self.report is not None:
+                return self.report
+            files: dict[str, str] = {}
+            errors: list[str] = []
+            for name, entry in self.manifest.items():
+                try:
+                    files[name] = self._restore_one(name, entry)
+                except OSError as e:
+                    errors.append(f"{name}: {e}")
+                    files[name] = f"NOT RESTORED ({e}); the original is in {self.backup_dir / name}"
+            self.report = {"restored_at": utc_now().isoformat(), "keep_changes": self.keep_changes,
+                           "files": files, "errors": errors, "ok": not errors}
+            atomic_write_json(self.backup_dir / "restore.json", self.report)
+            return self.report
+
+    def _restore_one(self, name: str, entry: Mapping[str, Any]) -> str:
+        cur = self.path(name)
+        final = self.backup_dir / "final" / name
+        now_sha = _sha256(cur)
+        if self.keep_changes:
+            return "kept as the soak left it (keep_changes)" if now_sha != entry["sha256"] else "unchanged"
+        if entry["existed"]:
+            if now_sha == entry["sha256"]:
+                return "unchanged"
+            if now_sha is not None:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(cur, final)
+            src = self.backup_dir / name
+            tmp = cur.with_name(f".{cur.name}.restore.tmp")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, cur)
+            if _sha256(cur) != entry["sha256"]:
+                raise OSError(f"{cur} does not match its backup after the restore")
+            return "restored byte for byte"
+        if now_sha is None:
+            return "absent, as before"
+        if self.fresh:
+            return "created by the soak in its fresh project folder (kept)"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(cur), str(final))
+        return f"created by the soak: moved to {final}"
+
+
+def enable_test_mode(path: str | os.PathLike[str], interval_s: float, seed: int) -> dict[str, Any]:
+    """Set ``test_mode``, ``synthetic_injection.enabled`` and ``interval_seconds`` (plan 2.2, 6).
+
+    ``true_seed`` is added only when the file has none. Returns the values before and the
+    file's ``true_seed``. A file that is not a JSON object raises ``ParameterError``.
+    """
+    p = Path(path)
+    data: Any = {}
+    if p.exists():
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ParameterError(f"{p} is not valid JSON ({e}): fix it before soak C changes it", key="project_dir",
+                                 value=str(p)) from None
+        if not isinstance(data, dict):
+            raise ParameterError(f"{p} is not a JSON object: fix it before soak C changes it", key="project_dir",
+                                 value=str(p))
+    si = data.get("synthetic_injection")
+    before = {"test_mode": data.get("test_mode"), "enabled": si.get("enabled") if isinstance(si, dict) else None,
+              "interval_seconds": si.get("interval_seconds") if isinstance(si, dict) else None}
+    if not isinstance(si, dict):
+        si = data["synthetic_injection"] = {}
+    data["test_mode"] = True
+    si["enabled"] = True
+    si["interval_seconds"] = int(interval_s) if float(interval_s).is_integer() else float(interval_s)
+    si.setdefault("true_seed", seed)
+    atomic_write_text(p, json.dumps(data, indent=2) + "\n")
+    return {"before": before, "true_seed": si["true_seed"]}
+
+
+# --------------------------------------------------------------------------- decision log
+
+
+class LoopCounters:
+    """Cycles and dispatches from decision lines appended during the soak (probe lines apart).
+
+    ``cycles``: distinct ``run_id`` of completed dispatch lines (a completed line without a
+    ``run_id`` counts as a cycle of its own); request records are not dispatches.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.run_ids: set[str] = set()
+        self.anonymous_cycles = 0
+        self.selfplay = 0
+        self.learning = 0
+        self.heuristic = 0  # decision-log markers (profile plan)
+        self.heuristic_steps = 0  # step lines with parse_method heuristic (watcher-v2)
+        self.bad_lines = 0
+        self.lines = 0
+
+    @property
+    def cycles(self) -> int:
+        return len(self.run_ids) + self.anonymous_cycles
+
+    def update(self, text: str) -> None:
+        if not text.strip():
+            return
+        self.lines += 1
+        entry = parse_decision_line(text)
+        if entry is None:
+            self.bad_lines += 1
+            return
+        if is_probe_entry(entry):
+            return
+        kind = classify(entry, self.profile)
+        if kind == "heuristic_fallback":
+            self.heuristic += 1
+        elif kind == "step" and entry.get("parse_method") == "heuristic":
+            self.heuristic_steps += 1
+        dtype = dispatch_type_of(entry)
+        if kind != "dispatch" or dtype is None:
+            return
+        status = str(entry.get("status") or "").upper()
+        logical = self.profile.dispatch_kind(dtype)
+        if logical is None or status in ("UNKNOWN_TYPE", "INVALID"):
+            return
+        if logical == "selfplay":
+            self.selfplay += 1
+        elif logical == "learning_loop":
+            self.learning += 1
+        if status == "COMPLETED":
+            run_id = entry.get("run_id")
+            if isinstance(run_id, str) and run_id:
+                self.run_ids.add(run_id)
+            else:
+                self.anonymous_cycles += 1
+
+
+def convergence_points(loop: pd.DataFrame, column: str) -> tuple[list[float], list[float]]:
+    """One point per cycle (the last value read while that many cycles were counted), cycles >= 1."""
+    if loop.empty or column not in loop or "cycles" not in loop:
+        return [], []
+    d = loop[["cycles", column]].dropna()
+    d = d[d["cycles"] >= 1].groupby("cycles", sort=True)[column].last()
+    return [float(x) for x in d.index], [float(y) for y in d.to_numpy()]
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+class LoopSoak:
+    """The soak-C driver (``soak watcher c``); see the module docstring."""
+
+    soak = "c"
+
+    def __init__(self, *, check_protocol: bool = True, convergence_targets: Mapping[str, float] | None = None,
+                 stuck_after_s: float | None = None) -> None:
+        self.check_protocol = check_protocol
+        self.targets = dict(DEFAULT_TARGETS if convergence_targets is None else convergence_targets)
+        self.stuck_after_s = stuck_after_s
+        self.files: OperatorFiles | None = None
+        self.counters: LoopCounters | None = None
+        self.protocol: dict[str, Any] | None = None
+        self.probes: dict[str, dict[str, Any]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.injected = 0
+        self.injection_errors: list[str] = []
+        self.start: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.stopped = False
+        self._after: AfterSoak | None = None
+        self._reader: IncrementalReader | None = None
+        self._cache = StatCache()
+        self._pending_since: dict[str, float] = {}
+        self._t_inject0 = 0.0
+        self._slots = 0
+        self._last_write = 0.0
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, ctx: Any) -> None:
+        p, profile = ctx.params, ctx.profile
+        self.probes = dict(p.probes or DEFAULT_PROBES)
+        for name, spec in self.probes.items():
+            check_probe(name, spec)
+        names = [profile.history_file, injector.HISTORY_FILE, POLICIES_FILE, profile.new_draw_flag, injector.FLAG_FILE]
+        self.files = OperatorFiles(ctx.project_dir, Path(ctx.run_dir) / BACKUP_DIR, names,
+                                   fresh=p.project_dir is None, keep_changes=p.keep_changes)
+        self.files.backup()  # before anything changes
+        self._after = AfterSoak(ctx.target)
+        self._after.add("restore operator files", self._restore)
+        self.counters = LoopCounters(profile)
+        log = profile.path(ctx.project_dir, "decision_log")
+        assert log is not None
+        self._reader = IncrementalReader(log, from_end=True)
+        try:
+            if self.check_protocol:
+                ctx.echo("soak c: protocol check (one probe request)")
+                check = ProtocolCheck(ctx.project_dir, profile, timeout_s=timeout_for(ctx.reference, p.sim))
+                result = check.run(stop_event=ctx.stop_event, alive=ctx.target.is_running)
+                if result is None:
+                    self.stopped = True
+                    return
+                self.protocol = result.to_dict()
+                ctx.event("protocol_check", **self.protocol,
+                          message=f"protocol check passed: {check.name} → {result.status} in {result.elapsed_s:.1f} s")
+            self._prepare(ctx)
+        except BaseException:
+            self._after.run()
+            raise
+        self._t_inject0 = time.monotonic()
+
+    def _prepare(self, ctx: Any) -> None:
+        p, inj, profile = ctx.params, ctx.params.injection, ctx.profile
+        assert self.files is not None
+        with self.files.lock:
+            if not self.files.path(profile.history_file).exists():
+                bootstrap_history(ctx.project_dir, inj.bootstrap_draws, seed=inj.seed, mod=inj.mod, prng=inj.prng)
+                ctx.event("history_bootstrapped", draws=inj.bootstrap_draws, seed=inj.seed,
+                          message=f"bootstrapped a synthetic history of {inj.bootstrap_draws} draws")
+            policies = enable_test_mode(self.files.path(POLICIES_FILE), inj.interval_s, inj.seed)
+        ctx.event("test_mode_enabled", **policies, message=f"{POLICIES_FILE}: test_mode and synthetic injection on")
+        if policies["true_seed"] != inj.seed:
+            self.notes.append(f"{POLICIES_FILE} names true_seed {policies['true_seed']} but the soak injects seed "
+                              f"{inj.seed}: the daemon may converge to neither")
+        values = history_values(self.files.path(profile.history_file)) or []
+        fits = values[:3] == draw_values(inj.seed, min(3, len(values)), mod=inj.mod, prng=inj.prng)
+        if not fits:
+            self.notes.append(f"the history does not start with the draws of seed {inj.seed}: it is not this "
+                              "seed's synthetic history, so convergence toward the seed is not expected")
+        telemetry = self._telemetry(ctx)
+        self.start = {"history_draws": len(values), "history_matches_seed": fits,
+                      "policy_candidates": count_files(profile.path(ctx.project_dir, "policy_dir")),
+                      "telemetry_models": telemetry.get("total_models"), "policies": policies}
+
+    # ------------------------------------------------------------------ each tick
+
+    def _telemetry(self, ctx: Any) -> dict[str, Any]:
+        path = ctx.profile.path(ctx.project_dir, "telemetry_file")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _inject(self, ctx: Any) -> None:
+        inj = ctx.params.injection
+        due = int((time.monotonic() - self._t_inject0) // inj.interval_s) + 1  # slot 0 at the start
+        if due <= self._slots or self.files is None:
+            return
+        count, self._slots = due - self._slots, due
+        with self.files.lock:
+            if self.files.restored:
+                return
+            try:
+                new = inject_draws(ctx.project_dir, count, seed=inj.seed, mod=inj.mod, prng=inj.prng)
+            except Exception as e:  # noqa: BLE001 - recorded and judged, the soak goes on
+                self.injection_errors.append(f"{type(e).__name__}: {e}")
+                ctx.event("injection_failed", message=f"draw injection failed: {e}")
+                return
+        index = int(self.start.get("history_draws") or 0) + self.injected
+        self.injected += len(new)
+        ctx.event("draw_injected", count=len(new), index=index, value=new[0]["value"], total=self.injected,
+                  message=f"draw {new[0]['value']} injected at position {index} ({self.injected} so far)")
+
+    def _stuck_scan(self, ctx: Any, now_s: float) -> list[str]:
+        folder = ctx.profile.path(ctx.project_dir, "requests_dir")
+        try:
+            with os.scandir(folder) as it:
+                pending = {e.name for e in it if e.name.endswith(".json") and not e.name.startswith(".")
+                           and e.is_file(follow_symlinks=False)}
+        except OSError:
+            pending = set()
+        self._pending_since = {n: self._pending_since.get(n, now_s) for n in pending}
+        limit = self.stuck_after_s if self.stuck_after_s is not None else max(MIN_STUCK_S, 3 * ctx.params.sampling.interval_s)
+        return sorted(n for n, since in self._pending_since.items() if now_s - since >= limit)
+
+    def _read(self, ctx: Any) -> None:
+        assert self._reader is not None and self.counters is not None
+        for line in self._reader.read_lines():
+            self.counters.update(line)
+
+    def tick(self, ctx: Any, row: dict[str, Any]) -> bool:
+        if self.stopped or self.counters is None:
+            return True
+        self._inject(ctx)
+        self._read(ctx)
+        t_s = ctx.elapsed_s()
+        stuck = self._stuck_scan(ctx, t_s)
+        c = self.counters
+        rec: dict[str, Any] = {"t_s": t_s, "cycles": c.cycles, "draws_injected": self.injected,
+                               "history_draws": row.get("draws"), "selfplay": c.selfplay, "learning": c.learning,
+                               "requests_stuck": len(stuck)}
+        for name, spec in self.probes.items():
+            path = Path(spec["file"])
+            path = path if path.is_absolute() else Path(ctx.project_dir) / path
+            rec[f"probe_{name}"] = self._cache.get(
+                path, name, lambda q, s=spec: json_probe(q, s.get("path"), s.get("reduce", "value")))
+        self.rows.append(rec)
+        if time.monotonic() - self._last_write >= ctx.params.sampling.flush_s:
+            self._write_loop(ctx)
+        return False
+
+    def _write_loop(self, ctx: Any) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows)
+        if not frame.empty:
+            write_table(Path(ctx.run_dir) / LOOP_TABLE, frame)
+        self._last_write = time.monotonic()
+        return frame
+
+    # ------------------------------------------------------------------ the end
+
+    def _restore(self) -> None:
+        if self.files is not None:
+            self.files.restore()
+
+    def finish(self, ctx: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"protocol_check": self.protocol, "notes": self.notes}
+        if self.counters is None or self.files is None or self.stopped:
+            self.close(ctx)
+            out["notes"] = self.notes + ["the soak stopped before the loop started"]
+            return out
+        self._read(ctx)
+        stuck = self._stuck_scan(ctx, ctx.elapsed_s())
+        frame = self._write_loop(ctx)
+        if ctx.target.started and ctx.target.is_running():
+            stop = ctx.target.stop(timeout_s=min(10.0, ctx.params.target.halt.timeout_s), grace_s=2.0)
+            ctx.event("target_stopped", **stop.to_dict(), message="target stopped before restoring operator files")
+        elif not ctx.target.started:
+            self.notes.append("the attached daemon still runs: it may hold the soak's test-mode settings in memory "
+                              "until it is restarted")
+        telemetry = self._telemetry(ctx)
+        with self.files.lock:
+            values = history_values(self.files.soak_version(ctx.profile.history_file))
+        if values is None:
+            self.notes.append("the final draw history could not be read")
+            values = []
+        out.update(self._observe(ctx, values, telemetry, frame, stuck))
+        self.close(ctx)
+        report = self.files.report or {}
+        out["operator_files"] = report
+        ctx.event("operator_files_restored" if report.get("ok") else "operator_files_restore_failed",
+                  files=report.get("files"), message="operator files: " + "; ".join(
+                      f"{k} {v}" for k, v in (report.get("files") or {}).items()))
+        return out
+
+    def _observe(self, ctx: Any, values: list[int], telemetry: dict[str, Any], frame: pd.DataFrame,
+                 stuck: list[str]) -> dict[str, Any]:
+        inj, profile, c = ctx.params.injection, ctx.profile, self.counters
+        assert c is not None
+        start_len = int(self.start.get("history_draws") or 0)
+        added = len(values) - start_len
+        expected = draw_values(inj.seed, max(0, self.injected), start=start_len, mod=inj.mod, prng=inj.prng)
+        got = values[start_len:]
+        sequence_errors = sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected))
+        seen = telemetry.get("draws_seen")
+        lag = len(values) - int(seen) if isinstance(seen, (int, float)) and not isinstance(seen, bool) else None
+        ingested = added - max(0, lag) if lag is not None else added
+        samples = ctx.samples()
+        heuristic = None
+        if "heuristic_fallback" in samples and samples["heuristic_fallback"].notna().any():
+            heuristic = int(samples["heuristic_fallback"].max())
+        elif profile.heuristic_in_decisions:
+            heuristic = c.heuristic
+        policy_now = count_files(profile.path(ctx.project_dir, "policy_dir"))
+        models_start = self.start.get("telemetry_models") or 0
+        models_end = telemetry.get("total_models")
+        valid_col = samples["telemetry_valid"].dropna() if "telemetry_valid" in samples else pd.Series(dtype=bool)
+        telemetry_ok = bool(telemetry) and bool(valid_col.astype(bool).all()) and \
+            isinstance(models_end, (int, float)) and models_end > models_start
+        convergence: dict[str, Any] | None = None
+        probe = next(iter(self.probes), None)
+        if probe is not None:
+            x, y = convergence_points(frame, f"probe_{probe}")
+            convergence = convergence_trend(x, y, target=self.targets.get(probe))
+            convergence.update(metric=probe, x="cycle", points=[[a, b] for a, b in zip(x, y)])
+        return {
+            "cycles": c.cycles,
+            "draws_injected": self.injected,
+            "draws_added": added,
+            "draws_ingested": ingested,
+            "draws_ingested_delta": max(abs(ingested - self.injected), sequence_errors),
+            "draws_sequence_errors": sequence_errors,
+            "daemon_lag_draws": lag,
+            "selfplay_dispatches": c.selfplay,
+            "learning_dispatches": c.learning,
+            "heuristic_fallbacks": heuristic,
+            "heuristic_steps": c.heuristic_steps,
+            "policy_candidates": policy_now - int(self.start.get("policy_candidates") or 0),
+            "telemetry_valid": telemetry_ok,
+            "telemetry_models_start": models_start,
+            "telemetry_models_end": models_end,
+            "queue_stuck": len(stuck),
+            "stuck_requests": stuck,
+            "decision_bad_lines": c.bad_lines,
+            "injection_errors": self.injection_errors,
+            "convergence": convergence,
+            "start": self.start,
+        }
+
+    def close(self, ctx: Any | None = None) -> None:
+        """Restore the operator's files now (idempotent; also runs when the soak ends otherwise)."""
+        if self._after is not None:
+            self._after.run()
