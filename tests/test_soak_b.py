@@ -67,7 +67,7 @@ def test_duplicates_fail_naming_the_requests(tmp_path):
     # the probe is dispatch 1: requests 02, 05 and 08 are dispatches 3, 6 and 9
     assert [d.split("_")[2] for d in details] == ["02", "05", "08"]
     assert all("handled 2 times" in d for d in details)
-    # TODO-observe_b: assert s["observed"]["details"]["duplicates"] == details
+    assert s["observed"]["details"]["duplicates"] == details
 
 
 def test_misrouting_fails(tmp_path):

@@ -208,13 +208,68 @@ def _observe_driver(run: Run, analysis: dict[str, Any] | None) -> dict[str, Any]
 
 
 def observe_b(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Observed values of soak B: mostly the driver's (observations.json), errors from the log."""
-    return _observe_driver(run, analysis)
+    """Observed values of soak B by metric id, from observations.json and the samples.
+
+    The queue checks are the driver's, by request file name (the protocol-check probe is
+    not one of them); ``errors`` = tracebacks in the target log + requests archived FAILED,
+    UNKNOWN_TYPE or INVALID; soak A's resource values over the run ride along; ``details``
+    names the requests behind each non-zero count. A run that never staged its requests
+    has no queue observations (FAIL rows: not observed).
+    """
+    a = analysis if analysis is not None else analyze(run)
+    out = _observe_driver(run, a)
+    driver = read_observations(run).get("observations") or {}
+    if "staged" not in driver:
+        out.update(dict.fromkeys(("staged", "archived", "pending", "duplicates", "misrouted", "decision_entries")))
+    tracebacks, failed = out.get("errors"), driver.get("failed_requests")
+    out["errors"] = None if tracebacks is None and failed is None else (tracebacks or 0) + (failed or 0)
+    resources = ("memory_slope_mb_per_h", "fd_range", "fd_trend", "disk_growth_mb", "llm_reconnect")
+    out.update({k: v for k, v in observe_a(run, a).items() if k in resources})
+    out["fifo_ok"] = driver.get("fifo_ok")
+    out["details"] = driver.get("details") or {}
+    return out
 
 
 def observe_c(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Observed values of soak C: the driver's, with memory growth and errors from the samples."""
-    return _observe_driver(run, analysis)
+    """Observed values of soak C by metric id, from observations.json, ``loop.parquet`` and the samples.
+
+    The driver's values win; for a partial run (interrupted before the driver finished)
+    cycles, dispatches, stuck requests and the convergence trend are recomputed from
+    ``loop.parquet`` (flushed during the run) and the rest from the samples. Memory growth
+    and errors (tracebacks) come from the samples.
+    """
+    from soaklib.analysis import convergence_trend
+    from soaklib.store import read_table
+
+    a = analysis if analysis is not None else analyze(run)
+    out = _observe_driver(run, a)
+    driver = read_observations(run).get("observations") or {}
+    if "cycles" in driver:
+        return out
+    s, loop = run.samples, read_table(run.path / "loop.parquet")
+    last = loop.iloc[-1] if not loop.empty else None
+    probe = next((c for c in loop.columns if c.startswith("probe_")), None)
+    if last is not None:
+        out.update(cycles=int(last["cycles"]), selfplay_dispatches=int(last["selfplay"]),
+                   queue_stuck=int(last["requests_stuck"]))
+        if _col(s, "draws"):
+            added = float(s["draws"].dropna().iloc[-1] - s["draws"].dropna().iloc[0])
+            out["draws_ingested_delta"] = abs(added - float(last["draws_injected"]))
+    if probe is not None:
+        d = loop[["cycles", probe]].dropna()
+        d = d[d["cycles"] >= 1].groupby("cycles", sort=True)[probe].last()
+        target = 1.0 if probe == "probe_hit_rate" else None
+        out["convergence"] = convergence_trend(d.index.to_numpy(dtype=float), d.to_numpy(dtype=float), target=target)
+    if _col(s, "heuristic_fallback"):
+        out["heuristic_fallbacks"] = _num(s["heuristic_fallback"].max())
+    if _col(s, "policy_candidates"):
+        pc = s["policy_candidates"].dropna()
+        out["policy_candidates"] = _num(pc.iloc[-1] - pc.iloc[0])
+    if _col(s, "telemetry_valid"):
+        models = s["telemetry_models"].dropna() if "telemetry_models" in s else pd.Series(dtype=float)
+        out["telemetry_valid"] = bool(s["telemetry_valid"].dropna().astype(bool).all()) and \
+            len(models) > 1 and float(models.iloc[-1]) > float(models.iloc[0])
+    return out
 
 
 OBSERVERS: dict[str, Callable[[Run, dict[str, Any] | None], dict[str, Any]]] = {
