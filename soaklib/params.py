@@ -273,7 +273,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ParameterError(
-            f"unknown parameter {prefix}{unknown[0]!r}"
+            f"unknown parameter {prefix + unknown[0]!r}"
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
             + f": allowed keys{(' of ' + prefix.rstrip('.')) if prefix else ''} are {', '.join(sorted(names))}",
             key=prefix + unknown[0],
