@@ -259,7 +259,12 @@ def observe_c(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
         d = loop[["cycles", probe]].dropna()
         d = d[d["cycles"] >= 1].groupby("cycles", sort=True)[probe].last()
         target = 1.0 if probe == "probe_hit_rate" else None
-        out["convergence"] = convergence_trend(d.index.to_numpy(dtype=float), d.to_numpy(dtype=float), target=target)
+        x, y = d.index.to_numpy(dtype=float), d.to_numpy(dtype=float)
+        conv = convergence_trend(x, y, target=target)
+        slope = _num(conv["slope"])
+        out["convergence"] = conv | {"metric": probe.removeprefix("probe_"), "x": "cycle",
+                                     "points": [[float(a), float(b)] for a, b in zip(x, y)],
+                                     "intercept": float(np.median(y - slope * x)) if slope is not None and len(x) else None}
     if _col(s, "heuristic_fallback"):
         out["heuristic_fallbacks"] = _num(s["heuristic_fallback"].max())
     if _col(s, "policy_candidates"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from soaklib.analysis import convergence_trend
@@ -266,6 +268,13 @@ def convergence_points(loop: pd.DataFrame, column: str) -> tuple[list[float], li
     return [float(x) for x in d.index], [float(y) for y in d.to_numpy()]
 
 
+def theil_sen_intercept(x: Sequence[float], y: Sequence[float], slope: float | None) -> float | None:
+    """The Theil–Sen intercept ``median(y - slope * x)`` (for drawing the fitted trend)."""
+    if not x or slope is None or not math.isfinite(slope):
+        return None
+    return float(np.median(np.asarray(y, dtype=float) - slope * np.asarray(x, dtype=float)))
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -494,7 +503,8 @@ class LoopSoak:
         if probe is not None:
             x, y = convergence_points(frame, f"probe_{probe}")
             convergence = convergence_trend(x, y, target=self.targets.get(probe))
-            convergence.update(metric=probe, x="cycle", points=[[a, b] for a, b in zip(x, y)])
+            convergence.update(metric=probe, x="cycle", points=[[a, b] for a, b in zip(x, y)],
+                               intercept=theil_sen_intercept(x, y, convergence["slope"]))
         return {
             "cycles": c.cycles,
             "draws_injected": self.injected,

@@ -1,0 +1,280 @@
+"""The combined signoff of soaks A + B + C: one verdict, as the plan's section 9 asks.
+
+``combine(run_dirs)`` recomputes each soak's signoff from its run folder (the same
+``build_signoff`` as ``soak analyze``), and decides **PRODUCTION-READY** only when all
+three soaks are present, complete and PASS; otherwise **NEEDS FIXES**, with every failing
+row listed (soak, metric, observed, bounds, triage, and the requests behind a count).
+``write_combined`` writes ``{output_dir}/soak-signoff-<UTC stamp>.json`` and ``.md``; the
+Markdown opens with the plan's changelog entry::
+
+    Soak Test A: PASS/FAIL — [duration], [memory delta], [notes]
+    Soak Test B: PASS/FAIL — [requests processed], [errors], [notes]
+    Soak Test C: PASS/FAIL — [cycles], [draws], [convergence signal], [notes]
+
+    Verdict: Autonomous loop [PRODUCTION-READY / NEEDS FIXES]
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from soaklib.errors import ParameterError
+from soaklib.store import MANIFEST, atomic_write_json, atomic_write_text, load_run, read_manifest, utc_now, utc_stamp
+
+SCHEMA_VERSION = 1
+SOAKS = ("a", "b", "c")
+READY, NOT_READY = "PRODUCTION-READY", "NEEDS FIXES"
+TITLES = {"a": "Daemon endurance", "b": "Sequential requests", "c": "Sustained autonomous loop"}
+TABLE_COLUMNS = ["metric", "observed", "unit", "pass_bound", "fail_bound", "status"]
+
+
+def _soak_of(run_dir: Path) -> str | None:
+    m = read_manifest(run_dir)
+    soak = m.get("soak") or str(m.get("kind", "")).removeprefix("watcher-")
+    return soak if soak in SOAKS else None
+
+
+def find_runs(output_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """The latest run folder of each soak under ``output_dir`` (by manifest ``started_at``)."""
+    latest: dict[str, tuple[str, Path]] = {}
+    for manifest in Path(output_dir).glob(f"*/{MANIFEST}"):
+        folder = manifest.parent
+        soak = _soak_of(folder)
+        started = str(read_manifest(folder).get("started_at") or "")
+        if soak and (soak not in latest or started > latest[soak][0]):
+            latest[soak] = (started, folder)
+    return {k: v[1] for k, v in sorted(latest.items())}
+
+
+def _normalise(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Path]:
+    """``{soak: folder}`` from a mapping or from a list of folders (soak read from each manifest)."""
+    items = run_dirs.items() if isinstance(run_dirs, Mapping) else [(None, d) for d in run_dirs]
+    out: dict[str, Path] = {}
+    for key, value in items:
+        if value in (None, ""):
+            continue
+        folder = Path(value).expanduser()
+        if folder.suffix == ".json" and folder.is_file():
+            folder = folder.with_suffix("")
+        if not (folder / MANIFEST).is_file():
+            raise ParameterError(f"runs[{key or '?'}] = {str(value)!r} is not a soak run folder (no {MANIFEST}): "
+                                 "pass {output_dir}/{run_id}", key=f"runs.{key}" if key else "runs", value=str(value))
+        soak = _soak_of(folder)
+        if key is not None and key not in SOAKS:
+            raise ParameterError(f"runs key {key!r} is invalid: allowed are a, b, c", key="runs", value=key)
+        if key is not None and soak != key:
+            raise ParameterError(f"runs[{key}] = {str(folder)!r} is a soak {soak!r} run, not soak {key!r}",
+                                 key=f"runs.{key}", value=str(value))
+        if soak is None:
+            raise ParameterError(f"{str(folder)!r} is not a WATCHER soak run (manifest kind "
+                                 f"{read_manifest(folder).get('kind')!r})", key="runs", value=str(value))
+        if soak in out:
+            raise ParameterError(f"two runs of soak {soak}: {out[soak]} and {folder}; give one per soak",
+                                 key="runs", value=str(value))
+        out[soak] = folder
+    return out
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _num(v: Any, fmt: str = "{:.3g}") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, float)):
+        return fmt.format(v) if isinstance(v, float) else str(v)
+    return str(v)
+
+
+def _duration(hours: float | None) -> str:
+    if not hours:
+        return "no samples"
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
+def _notes(signoff: Mapping[str, Any]) -> str:
+    failing = [r["metric"] for r in signoff["criteria"] if r["status"] == "FAIL"]
+    warn = [r["metric"] for r in signoff["criteria"] if r["status"] == "WARN"]
+    parts = []
+    if not signoff.get("complete"):
+        parts.append("incomplete run")
+    if failing:
+        parts.append("FAIL: " + ", ".join(failing))
+    if warn:
+        parts.append("WARN: " + ", ".join(warn))
+    return "; ".join(parts) or "all criteria pass"
+
+
+def summary_line(soak: str, signoff: Mapping[str, Any]) -> str:
+    """The plan's changelog line for one soak: ``Soak Test X: PASS — [values], [notes]``."""
+    o = signoff.get("observed") or {}
+    if soak == "a":
+        mem = o.get("memory_growth_mb")
+        values = [_duration(signoff.get("duration_h")),
+                  f"memory {mem:+.1f} MB" if isinstance(mem, (int, float)) else "memory –",
+                  f"halt {_num(o.get('halt_s'), '{:.1f}')} s", f"{_num(o.get('tracebacks'))} tracebacks"]
+    elif soak == "b":
+        values = [f"{_num(o.get('archived'))}/{_num(o.get('staged'))} requests processed",
+                  f"{_num(o.get('errors'))} errors", f"{_num(o.get('duplicates'))} duplicates",
+                  f"{_num(o.get('misrouted'))} misrouted", f"{_num(o.get('pending'))} pending"]
+    else:
+        conv = o.get("convergence") if isinstance(o.get("convergence"), Mapping) else {}
+        signal = "no convergence signal"
+        if conv:
+            state = "converged" if conv.get("converged") else conv.get("trend")
+            reached = (f"target {_num(conv.get('target'))} reached at cycle {_num(conv.get('x_to_target'), '{:g}')}"
+                       if conv.get("x_to_target") is not None
+                       else f"Theil-Sen slope {_num(conv.get('slope'), '{:+.3g}')}/cycle")
+            signal = (f"convergence {state} ({conv.get('metric', 'metric')} {_num(conv.get('first'))} → "
+                      f"{_num(conv.get('last'))}, {reached}, Kendall tau {_num(conv.get('kendall_tau'), '{:.2f}')})")
+        values = [f"{_num(o.get('cycles'))} cycles",
+                  f"draws {_num(o.get('draws_injected'))} injected / {_num(o.get('draws_ingested'))} ingested", signal,
+                  f"{_num(o.get('heuristic_fallbacks'))} heuristic fallbacks"]
+    return f"Soak Test {soak.upper()}: {signoff['verdict']} — {', '.join(values)}, [{_notes(signoff)}]"
+
+
+def _failing_rows(soak: str, signoff: Mapping[str, Any]) -> list[dict[str, Any]]:
+    details = (signoff.get("observed") or {}).get("details") or {}
+    out = []
+    for r in signoff["criteria"]:
+        if r["status"] != "FAIL":
+            continue
+        row = {"soak": soak, **{k: r.get(k) for k in ("metric", "label", "observed", "unit", "pass_bound",
+                                                       "fail_bound", "status", "note", "triage")}}
+        if details.get(r["metric"]):
+            row["details"] = list(details[r["metric"]])
+        out.append(row)
+    if not signoff.get("complete"):
+        out.append({"soak": soak, "metric": "complete", "label": "The soak ran to its end", "observed": False,
+                    "unit": "bool", "pass_bound": True, "fail_bound": True, "status": "FAIL",
+                    "note": "; ".join(signoff.get("notes") or [])[:500], "triage": "Run the soak again to its end."})
+    return out
+
+
+# --------------------------------------------------------------------------- the combined signoff
+
+
+def combine(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    """The combined A + B + C signoff (JSON-able): per-soak signoffs, failing rows, verdict, changelog."""
+    from soaklib.report.signoff import build_signoff
+
+    runs = _normalise(run_dirs)
+    soaks: dict[str, Any] = {}
+    failing: list[dict[str, Any]] = []
+    for soak in SOAKS:
+        if soak not in runs:
+            soaks[soak] = {"present": False, "verdict": "MISSING", "summary": f"Soak Test {soak.upper()}: MISSING — "
+                           "no run given", "criteria": []}
+            failing.append({"soak": soak, "metric": "run", "label": f"Soak {soak.upper()} was run", "observed": None,
+                            "unit": "", "pass_bound": None, "fail_bound": None, "status": "MISSING",
+                            "note": f"no soak {soak.upper()} run folder given", "triage": f"Run soak {soak.upper()}."})
+            continue
+        s = build_signoff(load_run(runs[soak]))
+        rows = _failing_rows(soak, s)
+        failing += rows
+        soaks[soak] = {
+            "present": True, "run_id": s["run_id"], "run_dir": str(runs[soak]), "verdict": s["verdict"],
+            "complete": s["complete"], "duration_h": s["duration_h"], "started_at": s.get("started_at"),
+            "completed_at": s.get("completed_at"), "summary": summary_line(soak, s), "criteria": s["criteria"],
+            "failing": rows, "notes": s.get("notes") or [],
+            "commit": (s.get("environment") or {}).get("commit"), "host": (s.get("environment") or {}).get("host"),
+        }
+    ready = all(v["present"] and v["verdict"] == "PASS" and v["complete"] for v in soaks.values())
+    now = utc_now()
+    result = READY if ready else NOT_READY
+    lines = [f"SESSION_CHANGELOG_{now.strftime('%Y%m%d')}_SOAK.md", ""]
+    lines += [soaks[k]["summary"] for k in SOAKS] + ["", f"Verdict: Autonomous loop {result}"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "watcher-soak-signoff",
+        "generated_at": now.isoformat(),
+        "verdict": result,
+        "production_ready": ready,
+        "runs": {k: str(v) for k, v in runs.items()},
+        "soaks": soaks,
+        "failing": failing,
+        "changelog": "\n".join(lines),
+    }
+
+
+def pass_tables(combined: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The three pass tables (metric, observed, unit, bounds, status), by soak."""
+    out = {}
+    for soak in SOAKS:
+        rows = combined["soaks"][soak].get("criteria") or []
+        out[soak] = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=TABLE_COLUMNS)
+    return out
+
+
+def side_by_side_html(combined: Mapping[str, Any]) -> str:
+    """The three pass tables side by side, each under its soak's verdict (HTML for a notebook)."""
+    colours = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e", "SKIP": "#57606a", "MISSING": "#cf222e"}
+
+    def coloured(text: str) -> str:
+        return f"<span style='color:{colours.get(text, '#000')};font-weight:bold'>{html.escape(text)}</span>"
+
+    parts = []
+    for soak, table in pass_tables(combined).items():
+        body = "".join(f"<tr><td>{html.escape(str(r['metric']))}</td><td>{html.escape(_cell(r['observed']))}</td>"
+                       f"<td>{coloured(str(r['status']))}</td></tr>" for r in table.to_dict("records"))
+        parts.append(f"<div style='flex:1;min-width:16em'><h4>Soak {soak.upper()}: {TITLES[soak]} — "
+                     f"{coloured(combined['soaks'][soak]['verdict'])}</h4><table><tr><th>metric</th>"
+                     f"<th>observed</th><th>status</th></tr>{body}</table></div>")
+    return "<div style='display:flex;gap:1.5em;align-items:flex-start'>" + "".join(parts) + "</div>"
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        v = ", ".join(map(str, v))
+    return _num(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(combined: Mapping[str, Any]) -> str:
+    """The human-readable combined signoff: the changelog entry, the pass tables, the failing rows."""
+    c = combined
+    out = [f"# WATCHER soak signoff: {c['verdict']}", "", "```", c["changelog"], "```", ""]
+    for soak in SOAKS:
+        s = c["soaks"][soak]
+        out += [f"## Soak {soak.upper()}: {TITLES[soak]} — {s['verdict']}", ""]
+        if not s["present"]:
+            out += ["No run given.", ""]
+            continue
+        out += [f"Run `{s['run_id']}` ({s['run_dir']}), {_duration(s['duration_h'])}, complete: "
+                f"{'yes' if s['complete'] else 'no'}.", "",
+                "| metric | observed | unit | pass bound | fail bound | status |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['metric']} | {_cell(r['observed'])} | {r['unit']} | {_cell(r['pass_bound'])} | "
+                f"{_cell(r['fail_bound'])} | **{r['status']}** |" for r in s["criteria"]]
+        out.append("")
+    if c["failing"]:
+        out += ["## Failing rows", ""]
+        for r in c["failing"]:
+            out.append(f"- **Soak {r['soak'].upper()} · {r['metric']}** ({r['status']}): observed "
+                       f"{_cell(r.get('observed'))} {r.get('unit') or ''}, pass bound {_cell(r.get('pass_bound'))}"
+                       + (f" — {r['note']}" if r.get("note") else ""))
+            for d in r.get("details") or []:
+                out.append(f"  - {d}")
+            if r.get("triage"):
+                out.append(f"  - triage: {r['triage']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_combined(run_dirs: Mapping[str, Any] | Sequence[Any], output_dir: str | os.PathLike[str], *,
+                   combined: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Combine (unless ``combined`` is given) and write ``{output_dir}/soak-signoff-<UTC stamp>.json|md``."""
+    combined = combined if combined is not None else combine(run_dirs)
+    stem = Path(output_dir) / f"soak-signoff-{utc_stamp()}"
+    return {"json": atomic_write_json(stem.with_suffix(".json"), combined),
+            "md": atomic_write_text(stem.with_suffix(".md"), to_markdown(combined))}
+
+
+def load_combined(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A combined signoff JSON back as a dict."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
