@@ -174,10 +174,15 @@ def analyze(run_dir: str) -> None:
     """Recompute and rewrite the signoff of a run folder (partial or not); exit 0 PASS · 1 FAIL."""
 
     def go() -> int:
+        from soaklib.errors import ParameterError
         from soaklib.store import load_run, signoff_paths
 
         run = load_run(run_dir)
-        if run.kind == "multi-provider":
+        multi = run.kind == "multi-provider" or not run.jobs.empty or "provider_summary" in (run.signoff or {})
+        if not multi and not run.manifest and run.samples.empty:
+            raise ParameterError(f"{run.path} is not a run folder: it has no run.json and no samples",
+                                 key="run_dir", value=str(run.path))
+        if multi:
             from soaklib.report.multi_provider import read_evidence, write_evidence
 
             json_path, _ = signoff_paths(run.path)

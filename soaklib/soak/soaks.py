@@ -384,6 +384,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
                                   env=params.target.env, log_path=log_file)
         t0 = time.monotonic()
         sampler.t0 = t0
+        health.check_now()  # the first sample has an answer, not the probe's initial "no answer"
         health.start()
         ctx = SoakContext(params=params, run_id=plan.run_id, run_dir=plan.run_dir, project_dir=plan.project_dir,
                           profile=plan.profile, target=target, t0=t0, echo=echo, stop_event=stop_event,
