@@ -121,3 +121,14 @@ def test_signoff_notebook_fails_the_gate_on_needs_fixes(runs, tmp_path):
     (written,) = out.glob("soak-signoff-*.json")
     combined = json.loads(written.read_text())
     assert combined["verdict"] == NOT_READY and combined["failing"][0]["metric"] == "duplicates"
+
+
+@pytest.mark.parametrize("which", ["b", "c"])
+def test_watcher_soak_notebook_shows_soak_b_and_c(runs, tmp_path, which):
+    out_nb = tmp_path / f"watcher-{which}.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks" / "watcher_soak.ipynb"), str(out_nb),
+                        parameters={"run_dir": str(runs[which]), "fail_on_gate": True},
+                        cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    text = out_nb.read_text()
+    assert "image/png" in text  # the queue timeline / the convergence plot
+    assert ("soak_B_01_" in text) if which == "b" else ("'converged': True" in text)

@@ -165,3 +165,39 @@ def monitor_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | Non
     fds = "tree_num_fds" if "tree_num_fds" in samples and samples["tree_num_fds"].notna().any() else "num_fds"
     cols = [(rss, "RSS (MB)", 1 / MIB), (cpu, "CPU (%)", 1.0), (fds, "open FDs", 1.0)]
     return series_figure(samples, cols, title="Process tree", time_col=time_col)
+
+
+def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
+    """Soak B's queue timeline: pending / archived counts over time, and each staged request
+    from staging to its first dispatch and its archive (seconds since the soak started)."""
+    has_requests = not requests.empty and "staged_t_s" in requests
+    if (samples.empty or "requests_pending" not in samples) and not has_requests:
+        return None
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[1, 1.4])
+    if not samples.empty and "requests_pending" in samples:
+        t = samples[time_col].to_numpy(dtype=float)
+        ax1.step(t, samples["requests_pending"].to_numpy(dtype=float), where="post", label="pending (*.json)")
+        ax1.step(t, samples["requests_archived"].to_numpy(dtype=float), where="post", label="archived")
+    ax1.set_ylabel("requests")
+    ax1.set_title("Request queue")
+    ax1.grid(alpha=0.3)
+    ax1.legend(loc="upper left", fontsize=8)
+    if has_requests:
+        for _, r in requests.iterrows():
+            y = float(r["seq"])
+            end = r.get("archived_t_s")
+            end = float(end) if end is not None and np.isfinite(end) else (float(samples[time_col].max())
+                                                                          if not samples.empty else r["staged_t_s"])
+            colour = "tab:red" if r.get("handled_times", 1) > 1 or r.get("misrouted") else "tab:blue"
+            ax2.plot([r["staged_t_s"], end], [y, y], "-", color=colour, lw=3, alpha=0.5)
+            first = r.get("first_dispatch_t_s")
+            if first is not None and np.isfinite(first):
+                ax2.plot([first], [y], "k|", ms=10)
+        ax2.set_yticks(requests["seq"].to_numpy(dtype=float))
+        ax2.set_yticklabels([f"{int(s):02d} {t}" for s, t in zip(requests["seq"], requests["logical_type"])], fontsize=7)
+        ax2.invert_yaxis()
+    ax2.set_xlabel("time since start (s)")
+    ax2.set_title("Each request: staged → archived (| first dispatch seen; red: duplicated or misrouted)")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
