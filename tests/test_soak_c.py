@@ -14,7 +14,8 @@ import pytest
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
 from soaklib.prng import draw_values
-from soaklib.soak.loop_soak import LoopCounters, OperatorFiles, convergence_points, enable_test_mode
+from soaklib.soak.loop_soak import LoopCounters, convergence_points
+from soaklib.soak.operator_files import AfterSoak, OperatorFiles, enable_test_mode
 from soaklib.soak.protocol import PROFILES
 from soaklib.soak.soaks import run_soak
 from soaklib.store import load_run, read_table
@@ -199,3 +200,36 @@ def test_loop_counters_and_convergence_points():
     assert plan.heuristic == 1 and plan.cycles == 1 and plan.selfplay == 1
     loop = pd.DataFrame({"cycles": [0, 1, 1, 2, 3], "probe_hit_rate": [None, 0.0, 0.2, 0.4, None]})
     assert convergence_points(loop, "probe_hit_rate") == ([1.0, 2.0], [0.2, 0.4])
+
+
+def test_after_soak_runs_once_when_the_target_is_gone():
+    class FakeTarget:
+        started = True
+        running = True
+
+        def is_running(self) -> bool:
+            return self.running
+
+    target, calls = FakeTarget(), []
+    guard = AfterSoak(target, poll_s=0.01)
+    guard.add("one", lambda: calls.append(1))
+    guard.add("broken", lambda: 1 / 0)
+    time.sleep(0.05)
+    assert calls == []
+    target.running = False
+    deadline = time.monotonic() + 2
+    while not guard.ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert guard.ran and calls == [1] and guard.errors == ["broken: ZeroDivisionError: division by zero"]
+    assert guard.run() == guard.errors and calls == [1]  # once only
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    again = AfterSoak()
+    again.add("ctrl-c", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        again.run()
+    assert not again.ran  # a cleanup cut short by Ctrl-C runs again (at exit at the latest)
+    again._fns.clear()
+    again.run()

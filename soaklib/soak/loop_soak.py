@@ -16,188 +16,35 @@ kept in ``operator_backup/final/``. Per-tick values go to ``{run_dir}/loop.parqu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
-import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from soaklib.analysis import convergence_trend
-from soaklib.errors import ParameterError
 from soaklib.prng import draw_values
 from soaklib.soak import injector
 from soaklib.soak.injector import bootstrap_history, inject_draws
 from soaklib.soak.protocol import Profile, classify, dispatch_type_of, parse_decision_line
-from soaklib.soak.protocol_check import AfterSoak, ProtocolCheck, is_probe_entry, timeout_for
+from soaklib.soak.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
+from soaklib.soak.protocol_check import ProtocolCheck, is_probe_entry, timeout_for
 from soaklib.soak.readers import IncrementalReader, StatCache, check_probe, count_files, json_probe
-from soaklib.store import atomic_write_json, atomic_write_text, utc_now, write_table
+from soaklib.store import write_table
 
-POLICIES_FILE = "watcher_policies.json"
+if TYPE_CHECKING:
+    from soaklib.soak.soaks import SoakContext
+
 BACKUP_DIR = "operator_backup"
 LOOP_TABLE = "loop.parquet"
 DEFAULT_PROBES: dict[str, dict[str, Any]] = {
     "hit_rate": {"file": "telemetry/learning_health_latest.json", "path": "hit_rate"}}
 DEFAULT_TARGETS = {"hit_rate": 1.0}
 MIN_STUCK_S = 10.0
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def history_values(path: str | os.PathLike[str]) -> list[int] | None:
-    """The ``value`` of every draw in a history file; None when missing or unreadable."""
-    try:
-        draws = json.loads(Path(path).read_text(encoding="utf-8"))["draws"]
-        return [int(d["value"]) for d in draws]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-# --------------------------------------------------------------------------- operator files
-
-
-class OperatorFiles:
-    """Backup and byte-for-byte restore of the operator's files that a soak changes.
-
-    ``backup`` copies each existing file (with its mode and times) into ``backup_dir`` and
-    records its SHA-256 in ``backup_dir/manifest.json``. ``restore`` puts every changed file
-    back (temporary file + rename, then verified by hash), keeping the soak's version in
-    ``backup_dir/final/``; a file the soak created is moved there, except in a ``fresh``
-    project folder that the soak itself made. Idempotent and thread-safe.
-    """
-
-    def __init__(self, project_dir: str | os.PathLike[str], backup_dir: str | os.PathLike[str],
-                 names: Sequence[str], *, fresh: bool = False, keep_changes: bool = False) -> None:
-        self.project_dir = Path(project_dir)
-        self.backup_dir = Path(backup_dir)
-        self.names = list(dict.fromkeys(names))
-        self.fresh = fresh
-        self.keep_changes = keep_changes
-        self.lock = threading.RLock()
-        self.manifest: dict[str, dict[str, Any]] = {}
-        self.report: dict[str, Any] | None = None
-
-    def path(self, name: str) -> Path:
-        return self.project_dir / name
-
-    def backup(self) -> dict[str, dict[str, Any]]:
-        """Copy the existing files away before anything changes; returns the manifest."""
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.names:
-            src = self.path(name)
-            entry: dict[str, Any] = {"existed": src.is_file(), "sha256": None, "bytes": None}
-            if entry["existed"]:
-                dst = self.backup_dir / name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-                entry.update(sha256=_sha256(dst), bytes=dst.stat().st_size)
-                if entry["sha256"] != _sha256(src):
-                    raise OSError(f"{src} changed while it was being backed up: run the soak again")
-            self.manifest[name] = entry
-        atomic_write_json(self.backup_dir / "manifest.json", {
-            "project_dir": str(self.project_dir), "backed_up_at": utc_now(), "fresh_project": self.fresh,
-            "files": self.manifest})
-        return self.manifest
-
-    @property
-    def restored(self) -> bool:
-        return self.report is not None
-
-    def soak_version(self, name: str) -> Path:
-        """Where the soak's final version of ``name`` is now (moved aside once restored)."""
-        kept = self.backup_dir / "final" / name
-        with self.lock:
-            return kept if self.restored and kept.exists() else self.path(name)
-
-    def restore(self) -> dict[str, Any]:
-        """Put the operator's files back as they were (unless ``keep_changes``); a report by file."""
-        with self.lock:
-            if self.report is not None:
-                return self.report
-            files: dict[str, str] = {}
-            errors: list[str] = []
-            for name, entry in self.manifest.items():
-                try:
-                    files[name] = self._restore_one(name, entry)
-                except OSError as e:
-                    errors.append(f"{name}: {e}")
-                    files[name] = f"NOT RESTORED ({e}); the original is in {self.backup_dir / name}"
-            self.report = {"restored_at": utc_now().isoformat(), "keep_changes": self.keep_changes,
-                           "files": files, "errors": errors, "ok": not errors}
-            atomic_write_json(self.backup_dir / "restore.json", self.report)
-            return self.report
-
-    def _restore_one(self, name: str, entry: Mapping[str, Any]) -> str:
-        cur = self.path(name)
-        final = self.backup_dir / "final" / name
-        now_sha = _sha256(cur)
-        if self.keep_changes:
-            return "kept as the soak left it (keep_changes)" if now_sha != entry["sha256"] else "unchanged"
-        if entry["existed"]:
-            if now_sha == entry["sha256"]:
-                return "unchanged"
-            if now_sha is not None:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(cur, final)
-            src = self.backup_dir / name
-            tmp = cur.with_name(f".{cur.name}.restore.tmp")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, cur)
-            if _sha256(cur) != entry["sha256"]:
-                raise OSError(f"{cur} does not match its backup after the restore")
-            return "restored byte for byte"
-        if now_sha is None:
-            return "absent, as before"
-        if self.fresh:
-            return "created by the soak in its fresh project folder (kept)"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(cur), str(final))
-        return f"created by the soak: moved to {final}"
-
-
-def enable_test_mode(path: str | os.PathLike[str], interval_s: float, seed: int) -> dict[str, Any]:
-    """Set ``test_mode``, ``synthetic_injection.enabled`` and ``interval_seconds`` (plan 2.2, 6).
-
-    ``true_seed`` is added only when the file has none. Returns the values before and the
-    file's ``true_seed``. A file that is not a JSON object raises ``ParameterError``.
-    """
-    p = Path(path)
-    data: Any = {}
-    if p.exists():
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ParameterError(f"{p} is not valid JSON ({e}): fix it before soak C changes it", key="project_dir",
-                                 value=str(p)) from None
-        if not isinstance(data, dict):
-            raise ParameterError(f"{p} is not a JSON object: fix it before soak C changes it", key="project_dir",
-                                 value=str(p))
-    si = data.get("synthetic_injection")
-    before = {"test_mode": data.get("test_mode"), "enabled": si.get("enabled") if isinstance(si, dict) else None,
-              "interval_seconds": si.get("interval_seconds") if isinstance(si, dict) else None}
-    if not isinstance(si, dict):
-        si = data["synthetic_injection"] = {}
-    data["test_mode"] = True
-    si["enabled"] = True
-    si["interval_seconds"] = int(interval_s) if float(interval_s).is_integer() else float(interval_s)
-    si.setdefault("true_seed", seed)
-    atomic_write_text(p, json.dumps(data, indent=2) + "\n")
-    return {"before": before, "true_seed": si["true_seed"]}
 
 
 # --------------------------------------------------------------------------- decision log
@@ -308,7 +155,7 @@ class LoopSoak:
 
     # ------------------------------------------------------------------ setup
 
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: SoakContext) -> None:
         p, profile = ctx.params, ctx.profile
         self.probes = dict(p.probes or DEFAULT_PROBES)
         for name, spec in self.probes.items():
@@ -340,7 +187,7 @@ class LoopSoak:
             raise
         self._t_inject0 = time.monotonic()
 
-    def _prepare(self, ctx: Any) -> None:
+    def _prepare(self, ctx: SoakContext) -> None:
         p, inj, profile = ctx.params, ctx.params.injection, ctx.profile
         assert self.files is not None
         with self.files.lock:
@@ -365,7 +212,7 @@ class LoopSoak:
 
     # ------------------------------------------------------------------ each tick
 
-    def _telemetry(self, ctx: Any) -> dict[str, Any]:
+    def _telemetry(self, ctx: SoakContext) -> dict[str, Any]:
         path = ctx.profile.path(ctx.project_dir, "telemetry_file")
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -373,7 +220,7 @@ class LoopSoak:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _inject(self, ctx: Any) -> None:
+    def _inject(self, ctx: SoakContext) -> None:
         inj = ctx.params.injection
         due = int((time.monotonic() - self._t_inject0) // inj.interval_s) + 1  # slot 0 at the start
         if due <= self._slots or self.files is None:
@@ -393,7 +240,7 @@ class LoopSoak:
         ctx.event("draw_injected", count=len(new), index=index, value=new[0]["value"], total=self.injected,
                   message=f"draw {new[0]['value']} injected at position {index} ({self.injected} so far)")
 
-    def _stuck_scan(self, ctx: Any, now_s: float) -> list[str]:
+    def _stuck_scan(self, ctx: SoakContext, now_s: float) -> list[str]:
         folder = ctx.profile.path(ctx.project_dir, "requests_dir")
         try:
             with os.scandir(folder) as it:
@@ -405,12 +252,12 @@ class LoopSoak:
         limit = self.stuck_after_s if self.stuck_after_s is not None else max(MIN_STUCK_S, 3 * ctx.params.sampling.interval_s)
         return sorted(n for n, since in self._pending_since.items() if now_s - since >= limit)
 
-    def _read(self, ctx: Any) -> None:
+    def _read(self, ctx: SoakContext) -> None:
         assert self._reader is not None and self.counters is not None
         for line in self._reader.read_lines():
             self.counters.update(line)
 
-    def tick(self, ctx: Any, row: dict[str, Any]) -> bool:
+    def tick(self, ctx: SoakContext, row: dict[str, Any]) -> bool:
         if self.stopped or self.counters is None:
             return True
         self._inject(ctx)
@@ -431,7 +278,7 @@ class LoopSoak:
             self._write_loop(ctx)
         return False
 
-    def _write_loop(self, ctx: Any) -> pd.DataFrame:
+    def _write_loop(self, ctx: SoakContext) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows)
         if not frame.empty:
             write_table(Path(ctx.run_dir) / LOOP_TABLE, frame)
@@ -444,7 +291,7 @@ class LoopSoak:
         if self.files is not None:
             self.files.restore()
 
-    def finish(self, ctx: Any) -> dict[str, Any]:
+    def finish(self, ctx: SoakContext) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_check": self.protocol, "notes": self.notes}
         if self.counters is None or self.files is None or self.stopped:
             self.close(ctx)
@@ -474,7 +321,7 @@ class LoopSoak:
                       f"{k} {v}" for k, v in (report.get("files") or {}).items()))
         return out
 
-    def _observe(self, ctx: Any, values: list[int], telemetry: dict[str, Any], frame: pd.DataFrame,
+    def _observe(self, ctx: SoakContext, values: list[int], telemetry: dict[str, Any], frame: pd.DataFrame,
                  stuck: list[str]) -> dict[str, Any]:
         inj, profile, c = ctx.params.injection, ctx.profile, self.counters
         assert c is not None
@@ -529,7 +376,7 @@ class LoopSoak:
             "start": self.start,
         }
 
-    def close(self, ctx: Any | None = None) -> None:
+    def close(self, ctx: SoakContext | None = None) -> None:
         """Restore the operator's files now (idempotent; also runs when the soak ends otherwise)."""
         if self._after is not None:
             self._after.run()

@@ -8,11 +8,9 @@ archive status and the decision line(s) it produced. ``UNKNOWN_TYPE`` or ``INVAL
 archive within the bound, or a decision log that does not parse raise ``ProtocolError``
 (exit 1) with what the daemon did and which profile setting to change. The probe is
 neither one of soak B's N requests nor a duplicate: :func:`is_probe_entry` tells its lines.
-:class:`AfterSoak` runs the B and C drivers' cleanups however the soak ends.
 """
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -349,64 +347,3 @@ class ProtocolCheck:
 def _status_of(entry: Mapping[str, Any]) -> str | None:
     status = entry.get("status")
     return status.upper() if isinstance(status, str) else None
-
-
-# --------------------------------------------------------------------------- cleanup shared by the B and C drivers
-
-
-class AfterSoak:
-    """Runs cleanups once, after the soak, whichever way the soak ends.
-
-    The harness calls a driver's ``finish`` only on a normal end; after Ctrl-C or an error
-    it stops the target and returns. So cleanups (restoring operator files, stopping a
-    batch pass) run on the first of: :meth:`run` (from ``finish`` / ``close``), the started
-    target seen gone (a watcher thread), or interpreter exit. Idempotent and thread-safe.
-    """
-
-    def __init__(self, target: Any | None = None, *, poll_s: float = 0.05) -> None:
-        self._fns: list[tuple[str, Callable[[], None]]] = []
-        self._lock = threading.Lock()
-        self._ran = False
-        self._stop = threading.Event()
-        self.errors: list[str] = []
-        atexit.register(self.run)
-        if target is not None and getattr(target, "started", False):
-            self._thread = threading.Thread(target=self._watch, args=(target, poll_s), name="soak-after", daemon=True)
-            self._thread.start()
-
-    def add(self, name: str, fn: Callable[[], None]) -> None:
-        """Register a cleanup (run in registration order)."""
-        with self._lock:
-            self._fns.append((name, fn))
-
-    @property
-    def ran(self) -> bool:
-        return self._ran
-
-    def _watch(self, target: Any, poll_s: float) -> None:
-        while not self._stop.wait(poll_s):
-            try:
-                running = target.is_running()
-            except Exception:  # noqa: BLE001 - a target we cannot read is treated as gone
-                running = False
-            if not running:
-                self.run()
-                return
-
-    def run(self) -> list[str]:
-        """Run every cleanup now (once); returns the errors as text."""
-        with self._lock:
-            if self._ran:
-                return self.errors
-            self._ran = True
-            self._stop.set()
-            for name, fn in self._fns:
-                try:
-                    fn()
-                except Exception as e:  # noqa: BLE001 - every cleanup runs, errors are reported
-                    self.errors.append(f"{name}: {type(e).__name__}: {e}")
-                except BaseException:  # Ctrl-C inside a cleanup: run them again at exit
-                    self._ran = False
-                    raise
-        atexit.unregister(self.run)
-        return self.errors

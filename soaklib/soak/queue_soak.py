@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -34,9 +34,13 @@ from soaklib.soak.protocol import (
     scan_queue,
     write_request,
 )
-from soaklib.soak.protocol_check import AfterSoak, ProtocolCheck, entry_source, is_probe_entry, timeout_for
+from soaklib.soak.operator_files import AfterSoak
+from soaklib.soak.protocol_check import ProtocolCheck, entry_source, is_probe_entry, timeout_for
 from soaklib.soak.readers import IncrementalReader
 from soaklib.store import utc_now, write_table
+
+if TYPE_CHECKING:
+    from soaklib.soak.soaks import SoakContext
 
 SOURCE = "soak_test_B"
 PREFIX = "soak_B"
@@ -298,7 +302,7 @@ class QueueSoak:
 
     # ------------------------------------------------------------------ setup
 
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: SoakContext) -> None:
         profile: Profile = ctx.profile
         specs = expand_mix(ctx.params.requests or PLAN_MIX, profile)
         if self.batch_argv is None and profile.batch_argv is not None:
@@ -322,7 +326,7 @@ class QueueSoak:
                       f"{result.status} in {result.elapsed_s:.1f} s")
         self._stage(ctx, specs)
 
-    def _stage(self, ctx: Any, specs: list[RequestSpec]) -> None:
+    def _stage(self, ctx: SoakContext, specs: list[RequestSpec]) -> None:
         assert self.ledger is not None
         width = max(2, len(str(len(specs))))
         base = utc_now().replace(microsecond=0)
@@ -344,7 +348,7 @@ class QueueSoak:
 
     # ------------------------------------------------------------------ each tick
 
-    def _poll(self, ctx: Any) -> QueueState:
+    def _poll(self, ctx: SoakContext) -> QueueState:
         assert self.ledger is not None and self._reader is not None
         t_s = ctx.elapsed_s()
         for line in self._reader.read_lines():
@@ -362,7 +366,7 @@ class QueueSoak:
                 ctx.event("corrupt_request", name=original, message=f"the daemon archived {original} as INVALID")
         return state
 
-    def tick(self, ctx: Any, row: dict[str, Any]) -> bool:
+    def tick(self, ctx: SoakContext, row: dict[str, Any]) -> bool:
         if self.stopped or self.ledger is None:
             return True
         self._poll(ctx)
@@ -388,11 +392,11 @@ class QueueSoak:
 
     # ------------------------------------------------------------------ batch mode
 
-    def batch_command(self, ctx: Any) -> list[str]:
+    def batch_command(self, ctx: SoakContext) -> list[str]:
         """The target's argv without ``--daemon``, plus the batch arguments."""
         return [a for a in ctx.target.argv if a != "--daemon"] + list(self.batch_argv or [])
 
-    def _kick(self, ctx: Any, *, force: bool = False) -> None:
+    def _kick(self, ctx: SoakContext, *, force: bool = False) -> None:
         """Start one batch pass when none runs (and work is pending); reap a finished one."""
         if self._proc is not None:
             rc = self._proc.poll()
@@ -433,7 +437,7 @@ class QueueSoak:
 
     # ------------------------------------------------------------------ the end
 
-    def finish(self, ctx: Any) -> dict[str, Any]:
+    def finish(self, ctx: SoakContext) -> dict[str, Any]:
         if self.ledger is not None and self._reader is not None and self.drained_at is None:
             self._poll(ctx)  # a last look: lines and archive entries since the last tick
         if self._proc is not None:
@@ -459,7 +463,7 @@ class QueueSoak:
         out["requests"] = table.to_dict("records")
         return out
 
-    def close(self, ctx: Any | None = None) -> None:
+    def close(self, ctx: SoakContext | None = None) -> None:
         """Stop a batch pass still running (idempotent; also runs when the soak ends otherwise)."""
         if self._after is not None:
             self._after.run()
