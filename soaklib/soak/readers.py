@@ -282,16 +282,16 @@ class StatCache:
         self._cache: dict[tuple[str, str], tuple[tuple[int, int, int] | None, Any]] = {}
 
     def get(self, path: str | os.PathLike[str], key: str, compute: Callable[[Path], Any]) -> Any:
-        p = Path(path)
+        name = os.fspath(path)
         try:
-            st = os.stat(p)
+            st = os.stat(name)
             ident: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError:
             ident = None
-        slot = (str(p), key)
+        slot = (name, key)
         hit = self._cache.get(slot)
         if hit is not None and hit[0] == ident and ident is not None:
             return hit[1]
-        value = compute(p) if ident is not None else None
+        value = compute(Path(path)) if ident is not None else None
         self._cache[slot] = (ident, value)
         return value

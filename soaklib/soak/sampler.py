@@ -1,8 +1,9 @@
 """One sample of everything a soak watches, at a cost that does not grow with the logs.
 
 Growing files are read incrementally (:mod:`soaklib.soak.readers`); JSON files of the target
-are re-parsed only when their stat changes; the process tree keeps its ``psutil.Process``
-objects between ticks; LLM health is probed on its own cadence in a thread. A metric that
+are re-parsed only when their stat changes; the process tree is read from ``/proc``, only
+new processes in full (:mod:`soaklib.soak.proctree`); LLM health is probed on its own
+cadence in a thread. A metric that
 cannot be read is null in that row and its reason is noted once (``Sampler.notes``): nothing
 the target does makes a sample raise. The schedule runs on absolute monotonic deadlines
 (:class:`Ticker`); UTC timestamps appear only as data.
@@ -20,11 +21,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import psutil
 import pyarrow as pa
 
 from soaklib.errors import ParameterError
 from soaklib.params import SamplingParams
+from soaklib.soak.proctree import (
+    TREE_KEYS,
+    ParentTable,
+    ProcessTree,
+    ProcStat,
+    proc_fds,
+    proc_stat,
+    proc_statm,
+    process_tree_metrics,
+)
 from soaklib.soak.protocol import Profile
 from soaklib.soak.readers import (
     REDUCES,
@@ -42,9 +52,9 @@ from soaklib.soak.readers import (
 from soaklib.store import utc_now
 
 __all__ = [
-    "REDUCES", "DecisionLogTail", "HealthProbe", "IncrementalReader", "LogScanner", "ProcessTree",
-    "Sampler", "StatCache", "Ticker", "check_probe", "count_files", "dir_bytes", "json_probe",
-    "process_tree_metrics", "redact", "reduce_value", "sample_schema",
+    "REDUCES", "DecisionLogTail", "HealthProbe", "IncrementalReader", "LogScanner", "ParentTable", "ProcStat",
+    "ProcessTree", "Sampler", "StatCache", "Ticker", "check_probe", "count_files", "dir_bytes", "json_probe",
+    "proc_fds", "proc_stat", "proc_statm", "process_tree_metrics", "redact", "reduce_value", "sample_schema",
 ]
 
 # --------------------------------------------------------------------------- LLM health
@@ -123,99 +133,6 @@ class HealthProbe:
             self._thread.join(timeout=self.timeout_s + 1.0)
 
 
-# --------------------------------------------------------------------------- process tree
-
-TREE_KEYS = (
-    "rss_bytes", "vms_bytes", "uss_bytes", "threads", "num_fds", "cpu_pct",
-    "children", "tree_rss_bytes", "tree_num_fds", "tree_cpu_pct",
-)
-_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
-
-
-class ProcessTree:
-    """Reads a process tree, keeping ``psutil.Process`` objects so CPU% covers each interval."""
-
-    def __init__(self, *, uss: bool = False) -> None:
-        self.uss = uss  # memory_full_info is slow: off by default
-        self._procs: dict[int, psutil.Process] = {}
-        self.pids: list[int] = []
-
-    def _proc(self, pid: int) -> tuple[psutil.Process, bool]:
-        p = self._procs.get(pid)
-        if p is not None and p.is_running():
-            return p, False
-        p = psutil.Process(pid)
-        self._procs[pid] = p
-        return p, True
-
-    def _read(self, p: psutil.Process, fresh: bool, full: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        with p.oneshot():
-            if p.status() == psutil.STATUS_ZOMBIE:
-                raise psutil.ZombieProcess(p.pid)
-            mem = p.memory_info()
-            out["rss_bytes"], out["vms_bytes"] = mem.rss, mem.vms
-            cpu = p.cpu_percent(None)
-            out["cpu_pct"] = None if fresh else cpu
-            try:
-                out["num_fds"] = p.num_fds() if hasattr(p, "num_fds") else None
-            except psutil.AccessDenied:
-                out["num_fds"] = None
-            if full:
-                out["threads"] = p.num_threads()
-                out["uss_bytes"] = None
-                if self.uss:
-                    try:
-                        out["uss_bytes"] = p.memory_full_info().uss
-                    except psutil.AccessDenied:
-                        pass
-        return out
-
-    def read(self, root_pid: int | None) -> dict[str, Any]:
-        """Metrics of the root and (summed) of its descendants; a vanished root = alive False."""
-        row: dict[str, Any] = {"alive": False, **dict.fromkeys(TREE_KEYS)}
-        self.pids = []
-        if root_pid is None:
-            return row
-        try:
-            root, fresh = self._proc(root_pid)
-            row.update(self._read(root, fresh, full=True))
-            kids = root.children(recursive=True)
-        except _GONE:
-            self._procs.pop(root_pid, None)
-            return {"alive": False, **dict.fromkeys(TREE_KEYS)}
-        except psutil.AccessDenied:  # another user's process: alive, metrics unreadable
-            return {"alive": psutil.pid_exists(root_pid), **dict.fromkeys(TREE_KEYS)}
-        row["alive"] = True
-        pids, rss, fds, cpus = [root_pid], row["rss_bytes"], row["num_fds"], [row["cpu_pct"]]
-        for kid in kids:
-            try:
-                p, fresh = self._proc(kid.pid)
-                m = self._read(p, fresh, full=False)
-            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                continue
-            pids.append(kid.pid)
-            rss += m["rss_bytes"]
-            fds = None if fds is None or m["num_fds"] is None else fds + m["num_fds"]
-            cpus.append(m["cpu_pct"])
-        known = [c for c in cpus if c is not None]
-        row.update(children=len(pids) - 1, tree_rss_bytes=rss, tree_num_fds=fds, tree_cpu_pct=sum(known) if known else None)
-        self.pids = pids
-        for pid in set(self._procs) - set(pids):
-            del self._procs[pid]
-        return row
-
-
-_DEFAULT_TREE = ProcessTree()
-
-
-def process_tree_metrics(root_pid: int | None, *, uss: bool = False, tree: ProcessTree | None = None) -> dict[str, Any]:
-    """``alive`` + RSS/VMS/(USS)/threads/FDs/CPU% of ``root_pid`` and tree totals; never raises."""
-    if tree is None:
-        tree = _DEFAULT_TREE if not uss else ProcessTree(uss=True)
-    return tree.read(root_pid)
-
-
 # --------------------------------------------------------------------------- schedule
 
 
@@ -276,6 +193,7 @@ SAMPLE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("harness_rss_bytes", _I), ("harness_cpu_pct", _F), ("sample_cost_ms", _F), ("bytes_read", _I),
 )
 _INT_COLUMNS = {n for n, t in SAMPLE_FIELDS if t == _I}
+_PROTOCOL_PATHS = ("requests_dir", "archive_dir", "history_file", "policy_dir", "telemetry_file")
 _PROTOCOL_KEYS = (
     "requests_pending", "requests_archived", "decision_lines", "decisions_completed", "dispatch_selfplay",
     "dispatch_learning", "unknown_type", "heuristic_fallback", "heuristic_steps", "decision_bad_lines",
@@ -356,9 +274,16 @@ class Sampler:
             self.decisions = DecisionLogTail(profile.path(self.project_dir, "decision_log"), profile, from_end=from_end)
         base = self.project_dir or Path.cwd()
         self.watch_paths = [base / d for d in s.watch_dirs] + logs
+        # paths resolved once: building Path objects was a measurable share of a sample
+        self._paths: dict[str, Path | None] = {
+            k: profile.path(self.project_dir, k) for k in _PROTOCOL_PATHS} if protocol else {}
+        self._probe_paths = {
+            name: p if (p := Path(spec["file"])).is_absolute() else base / p for name, spec in self.probes.items()}
         self.schema = sample_schema(self.probes)
-        self._me = psutil.Process()
-        self._me.cpu_percent(None)
+        self._names_of: pa.Schema | None = None
+        self._names: tuple[str, ...] = ()
+        self._me = ProcessTree()  # the harness's own cost, read the cheap way
+        self._me.read_one(os.getpid())
 
     def _bytes_read(self) -> int:
         return self.logs.bytes_read + (self.decisions.reader.bytes_read if self.decisions else 0)
@@ -374,11 +299,11 @@ class Sampler:
 
     def _protocol(self) -> dict[str, Any]:
         assert self.project_dir is not None and self.profile is not None and self.decisions is not None
-        pd_, prof = self.project_dir, self.profile
+        prof, paths = self.profile, self._paths
         row: dict[str, Any] = {}
         row.update(self._metric("requests", ("requests_pending", "requests_archived"), lambda: {
-            "requests_pending": count_files(prof.path(pd_, "requests_dir"), "*.json"),
-            "requests_archived": count_files(prof.path(pd_, "archive_dir")),
+            "requests_pending": count_files(paths["requests_dir"], "*.json"),
+            "requests_archived": count_files(paths["archive_dir"]),
         }))
 
         def decisions() -> dict[str, Any]:
@@ -393,23 +318,20 @@ class Sampler:
 
         row.update(self._metric("decision_log", _PROTOCOL_KEYS[2:10], decisions))
         row.update(self._metric("draws", ("draws",), lambda: {
-            "draws": self.cache.get(prof.path(pd_, "history_file"), "draws", _read_draws)}))
+            "draws": self.cache.get(paths["history_file"], "draws", _read_draws)}))
         row.update(self._metric("policy_candidates", ("policy_candidates",), lambda: {
-            "policy_candidates": count_files(prof.path(pd_, "policy_dir"))}))
+            "policy_candidates": count_files(paths["policy_dir"])}))
 
         def telemetry() -> dict[str, Any]:
-            models, valid = self.cache.get(prof.path(pd_, "telemetry_file"), "telemetry", _read_telemetry) or (None, None)
+            models, valid = self.cache.get(paths["telemetry_file"], "telemetry", _read_telemetry) or (None, None)
             return {"telemetry_models": models, "telemetry_valid": valid}
 
         row.update(self._metric("telemetry", ("telemetry_models", "telemetry_valid"), telemetry))
         return row
 
-    def _probe(self, spec: Mapping[str, Any]) -> float | None:
-        p = Path(spec["file"])
-        if not p.is_absolute():
-            p = (self.project_dir or Path.cwd()) / p
+    def _probe(self, name: str, spec: Mapping[str, Any]) -> float | None:
         path, reduce = spec.get("path"), spec.get("reduce", "value")
-        return self.cache.get(p, f"probe:{path}:{reduce}", lambda q: json_probe(q, path, reduce))
+        return self.cache.get(self._probe_paths[name], f"probe:{path}:{reduce}", lambda q: json_probe(q, path, reduce))
 
     def sample(self, root_pid: int | None) -> dict[str, Any]:
         """One row: process tree, GPU, disk, queue, decisions, draws, LLM, logs, probes, self-check."""
@@ -442,13 +364,15 @@ class Sampler:
             row.update(llm_status=None, llm_latency_ms=None)
         row.update(log_row)
         for name, spec in self.probes.items():
-            row[f"probe_{name}"] = self._metric(f"probe_{name}", ("v",), lambda: {"v": self._probe(spec)})["v"]
+            row[f"probe_{name}"] = self._metric(f"probe_{name}", ("v",), lambda: {"v": self._probe(name, spec)})["v"]
         row.update(self._metric("harness", ("harness_rss_bytes", "harness_cpu_pct"), lambda: {
-            "harness_rss_bytes": self._me.memory_info().rss, "harness_cpu_pct": self._me.cpu_percent(None)}))
+            "harness_rss_bytes": (me := self._me.read_one(os.getpid(), fds=False))["rss_bytes"], "harness_cpu_pct": me["cpu_pct"]}))
         for k in _INT_COLUMNS & row.keys():
             v = row[k]
             if isinstance(v, float) and v == v and abs(v) != float("inf"):
                 row[k] = int(round(v))
         row["bytes_read"] = self._bytes_read() - bytes_before
         row["sample_cost_ms"] = (time.monotonic() - start) * 1000.0
-        return {f.name: row.get(f.name) for f in self.schema}
+        if self._names_of is not self.schema:  # iterating a pyarrow schema builds Field objects
+            self._names_of, self._names = self.schema, tuple(self.schema.names)
+        return {name: row.get(name) for name in self._names}
