@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import platform
-import subprocess
 import sys
 import threading
 import time
@@ -31,27 +28,15 @@ import pyarrow as pa
 from soaklib.errors import ParameterError, ProtocolError, TargetError
 from soaklib.params import SoakParams, to_dict
 from soaklib.soak import preflight as pf
-from soaklib.soak.gpu import GpuReader, gpu_inventory
-from soaklib.soak.protocol import Profile, get_profile, log_paths
+from soaklib.soak.gpu import GpuReader
+from soaklib.soak.preflight import REFERENCE_MODULE, RunPlan, environment, plan_run, target_argv
+from soaklib.soak.protocol import Profile, log_paths
 from soaklib.soak.sampler import HealthProbe, Sampler, Ticker
 from soaklib.soak.target import HaltResult, Target
-from soaklib.store import (
-    MANIFEST,
-    PartWriter,
-    atomic_write_json,
-    finish_manifest,
-    read_parts,
-    run_dir_for,
-    start_manifest,
-    utc_now,
-    utc_stamp,
-    write_table,
-)
+from soaklib.store import PartWriter, atomic_write_json, finish_manifest, read_parts, start_manifest, utc_now, write_table
 
 OBSERVATIONS = "observations.json"
 EVENTS = "events.parquet"
-REFERENCE_HALT_FILE = "agent_halt"  # project-local: the operator's /tmp/agent_halt is never touched
-REFERENCE_MODULE = "soaklib.sim.watcher"
 STUB_MODULE = "soaklib.sim.llm_server"
 STUB_START_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 60.0  # without a terminal, a progress line this often
@@ -59,7 +44,6 @@ EVENT_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("t_s", pa.float64()),
     ("kind", pa.string()), ("message", pa.string()), ("data", pa.string()),
 ])
-_HARNESS_FLAGS = {"project_dir", "daemon", "llm_url", "halt_file", "profile", "process_requests", "halt", "stop"}
 
 
 # --------------------------------------------------------------------------- context and driver
@@ -137,22 +121,6 @@ class SoakResult:
     error: str | None = None
 
 
-class _NullDriver:
-    """Samples until ``duration_s`` and observes nothing itself."""
-
-    def __init__(self, soak: str) -> None:
-        self.soak = soak
-
-    def setup(self, ctx: SoakContext) -> None:
-        pass
-
-    def tick(self, ctx: SoakContext, row: dict[str, Any]) -> bool:
-        return False
-
-    def finish(self, ctx: SoakContext) -> dict[str, Any]:
-        return {}
-
-
 _DRIVERS = {"a": ("soaklib.soak.endurance", "EnduranceSoak"), "b": ("soaklib.soak.queue_soak", "QueueSoak"),
             "c": ("soaklib.soak.loop_soak", "LoopSoak")}
 
@@ -170,121 +138,7 @@ def driver_for(soak: str) -> Driver:
     return cls()
 
 
-# --------------------------------------------------------------------------- preparation
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    """What ran the soak: host, Python, package versions, commit, CPUs, GPU inventory."""
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("soaklib", "pandas", "pyarrow", "scipy", "psutil", "nvidia-ml-py"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "packages": versions, "commit": _git_commit(), "gpu": gpu_inventory()}
-
-
-def _knob_argv(sim: dict[str, Any]) -> list[str]:
-    """``{"leak_mb_per_h": 3600, "ignore_halt": True}`` → ``--leak-mb-per-h 3600 --ignore-halt``."""
-    from soaklib.sim.watcher import build_parser
-
-    known = {a.dest: a for a in build_parser()._actions if a.option_strings}
-    argv: list[str] = []
-    for name, value in sim.items():
-        key = name.replace("-", "_")
-        if key not in known or key in _HARNESS_FLAGS or key == "help":
-            allowed = sorted(k for k in known if k not in _HARNESS_FLAGS and k != "help")
-            raise ParameterError(f"sim.{name}: unknown reference-daemon knob; allowed are {', '.join(allowed)}",
-                                 key=f"sim.{name}", value=value)
-        flag = known[key].option_strings[-1]
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, (int, float, str)):
-            argv += [flag, str(value)]
-        else:
-            raise ParameterError(f"sim.{name} = {value!r} is invalid: expected a number, a string or true",
-                                 key=f"sim.{name}", value=value)
-    return argv
-
-
-@dataclass
-class _Plan:
-    """Everything decided before any process starts."""
-
-    run_id: str
-    run_dir: Path
-    project_dir: Path
-    profile: Profile
-    reference: bool
-    start_stub: bool
-    halt_paths: list[Path]
-
-
-def _plan(params: SoakParams) -> _Plan:
-    run_id = params.run_id or f"soak-{params.soak}-{utc_stamp()}"
-    run_dir = run_dir_for(params.output_dir, run_id)
-    if (run_dir / MANIFEST).exists():
-        raise ParameterError(f"run folder {run_dir} already exists: choose another run id (--run-id)",
-                             key="run_id", value=run_id)
-    t = params.target
-    attach = t.pid is not None or t.match is not None
-    reference = t.command is None and not attach
-    profile = get_profile(params.profile)
-    if reference and profile.name == "watcher-v2":
-        profile = get_profile(params.profile, {"halt_file": REFERENCE_HALT_FILE})
-    if params.project_dir is not None:
-        project_dir = Path(params.project_dir).expanduser().resolve()
-    elif reference:
-        project_dir = (run_dir / "project").resolve()
-    elif attach:
-        project_dir = Path(_attached_cwd(t.pid, t.match))
-    else:
-        raise ParameterError("project_dir is required when target.command is set (the daemon's folder)",
-                             key="project_dir")
-    if params.sim and not reference:
-        raise ParameterError("sim knobs apply to the reference daemon only: remove sim or target.command/pid/match",
-                             key="sim")
-    halt_paths = [profile.path(project_dir, "halt_file")]
-    if t.halt.method == "flag" and t.halt.flag:
-        flag = Path(t.halt.flag)
-        halt_paths.append(flag if flag.is_absolute() else project_dir / flag)
-    if reference:
-        _knob_argv(params.sim)  # unknown knobs are refused before anything starts
-    from soaklib.analysis.criteria import apply_overrides
-    from soaklib.report.signoff import soak_criteria
-
-    apply_overrides(soak_criteria(params.soak), params.criteria)  # bad criteria: exit 2 before any work
-    start_stub = reference or params.llm.start_stub
-    return _Plan(run_id, run_dir, project_dir, profile, reference, start_stub,
-                 [p for p in dict.fromkeys(halt_paths) if p is not None])
-
-
-def _attached_cwd(pid: int | None, match: str | None) -> str:
-    import psutil
-
-    target = Target.attach(pid=pid, match=match)
-    try:
-        return psutil.Process(target.pid).cwd()
-    except psutil.Error as e:
-        raise TargetError(f"cannot read the working folder of pid {target.pid} ({e}): set project_dir",
-                          pid=target.pid) from None
-
-
-def _start_stub(params: SoakParams, plan: _Plan) -> tuple[Target, str]:
+def _start_stub(params: SoakParams, plan: RunPlan) -> tuple[Target, str]:
     """Start the loopback LLM stub; returns it and its base URL."""
     from urllib.parse import urlparse
 
@@ -304,16 +158,6 @@ def _start_stub(params: SoakParams, plan: _Plan) -> tuple[Target, str]:
     stub.terminate_tree(1.0)
     tail = (plan.run_dir / "llm_server.log").read_text(errors="replace")[-400:]
     raise TargetError(f"the loopback LLM stub did not start within {STUB_START_TIMEOUT_S:g} s: {tail}")
-
-
-def _target_argv(params: SoakParams, plan: _Plan, llm_url: str | None) -> list[str]:
-    if not plan.reference:
-        return list(params.target.command or [])
-    argv = [sys.executable, "-m", REFERENCE_MODULE, "--project-dir", str(plan.project_dir), "--daemon",
-            "--profile", plan.profile.name, "--halt-file", str(plan.halt_paths[0])]
-    if llm_url:
-        argv += ["--llm-url", llm_url]
-    return argv + _knob_argv(params.sim)
 
 
 # --------------------------------------------------------------------------- the soak
@@ -340,7 +184,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
     params.validate()
     echo = echo or (lambda _s: None)
     driver = driver or driver_for(params.soak)
-    plan = _plan(params)
+    plan = plan_run(params)
     if plan.reference:
         plan.project_dir.mkdir(parents=True, exist_ok=True)
     ref_instance = ["-m", REFERENCE_MODULE, "--project-dir", str(plan.project_dir)]
@@ -380,7 +224,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         if attach:
             target = Target.attach(pid=params.target.pid, match=params.target.match)
         else:
-            target = Target.start(_target_argv(params, plan, llm_url), cwd=plan.project_dir,
+            target = Target.start(target_argv(params, plan, llm_url), cwd=plan.project_dir,
                                   env=params.target.env, log_path=log_file)
         t0 = time.monotonic()
         sampler.t0 = t0
@@ -479,7 +323,7 @@ def _flush(ctx: SoakContext, writer: PartWriter) -> None:
     ctx.flush_events()
 
 
-def _finalize(ctx: SoakContext | None, driver: Driver, plan: _Plan, params: SoakParams, obs: dict[str, Any],
+def _finalize(ctx: SoakContext | None, driver: Driver, plan: RunPlan, params: SoakParams, obs: dict[str, Any],
               stub: Target | None, target: Target | None, health: HealthProbe | None, gpu: GpuReader,
               preexisting_halt: list[Path], *, finish_driver: bool) -> None:
     """Driver finish, stop everything, reset state, write observations.json and the manifest."""
