@@ -265,3 +265,47 @@ def test_preflight_refuses_with_the_list_and_force_goes_on(tmp_path: Path) -> No
     signoff = json.loads((tmp_path / "out" / "pf.json").read_text())
     assert sum("preflight finding" in n for n in signoff["notes"]) == 3
     assert (project / "agent_halt").exists()  # the operator's file is left as found
+
+
+class _Refusing:
+    """A driver whose protocol check fails on the third sample."""
+
+    soak = "a"
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def setup(self, ctx: Any) -> None:
+        ctx.event("protocol_check_started", message="checking")
+
+    def tick(self, ctx: Any, row: dict[str, Any]) -> bool:
+        self.ticks += 1
+        assert len(ctx.samples()) == self.ticks  # flushed parts plus the buffer
+        if self.ticks == 3:
+            from soaklib.errors import ProtocolError
+
+            raise ProtocolError("staged request came back UNKNOWN_TYPE: set profile to plan")
+        return False
+
+    def finish(self, ctx: Any) -> dict[str, Any]:
+        raise AssertionError("finish is not called after a protocol error")
+
+
+def test_a_drivers_protocol_error_stops_the_soak_and_propagates(tmp_path: Path) -> None:
+    from soaklib.errors import ProtocolError
+
+    params = load_params(SoakParams, overrides={"run_id": "proto", "output_dir": str(tmp_path), "duration_s": 30,
+                                                "sampling": dict(FAST), "sim": {"poll_s": 0.1}})
+    with pytest.raises(ProtocolError) as err:
+        run_soak(params, driver=_Refusing())
+    run_dir = tmp_path / "proto"
+    assert err.value.fields["run_dir"] == str(run_dir)
+    obs = json.loads((run_dir / "observations.json").read_text())
+    assert "UNKNOWN_TYPE" in obs["error"] and obs["reset"]["target_left_running"] is False
+    pid = target_pid(run_dir)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    run = load_run(run_dir)
+    assert len(run.samples) == 3 and not run.complete
+    assert {"protocol_check_started", "protocol_error", "target_stopped"} <= set(run.events["kind"])
+    signoff = json.loads(write_signoff(run_dir)["json"].read_text())
+    assert signoff["verdict"] == "FAIL" and any("UNKNOWN_TYPE" in n for n in signoff["notes"])
