@@ -223,6 +223,8 @@ class JobRunner:
             break
         if s.returncode == 0:
             return s
+        if s.returncode is None:  # start cut (timeout / Ctrl-C): the runner may have launched it
+            self._stop(spec, a)
         a.status = "start_failed"
         a.runner_reason_code = s.reason_code or s.meaning
         a.detail = s.output
@@ -334,6 +336,11 @@ class JobRunner:
 
     def _stop(self, spec: JobSpec, a: Attempt) -> None:
         a.stop = self.runner.stop(spec.beads_id, spec.provider)
+        # a launch in flight may write <ID>.pid just after stop: look once more
+        time.sleep(0.2)
+        late = self.runner.kill_provider_group(spec.provider, spec.beads_id)
+        if late is not None and a.stop.get("killed_pgid") is None:
+            a.stop["killed_pgid"] = late
 
 
 def _now() -> datetime:
