@@ -149,6 +149,7 @@ class SoakParams:
     output_dir: str = "outputs/watcher-soak"
     project_dir: str | None = None  # the daemon's folder; None = fresh folder for the reference daemon
     profile: Literal["watcher-v2", "plan"] = "watcher-v2"
+    profile_overrides: dict[str, Any] = field(default_factory=dict)  # Profile fields that differ (e.g. request_types)
     duration_s: float = 14400.0
     target: TargetParams = field(default_factory=TargetParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)

@@ -168,3 +168,15 @@ def test_numeric_string_overrides_from_flags_are_numbers():
     rows = evaluate(DEFAULT_CRITERIA["a"], {"halt_s": 12.0}, overrides=overrides)
     halt = next(r for r in rows if r["metric"] == "halt_s")
     assert (halt["status"], halt["pass_bound"]) == ("WARN", 10.0)
+
+
+def test_interval_is_judged_at_both_ends() -> None:
+    from soaklib.analysis.criteria import DEFAULT_CRITERIA, evaluate
+
+    slope = [c for c in DEFAULT_CRITERIA["a"] if c.metric == "memory_slope_mb_per_h"]
+    judge = lambda v, ci: evaluate(slope, {"memory_slope_mb_per_h": v}, intervals={"memory_slope_mb_per_h": ci})[0]  # noqa: E731
+    assert judge(65.6, (0.0, 169.0))["status"] == "WARN"  # a few noisy samples: inconclusive
+    assert "inconclusive" in judge(65.6, (0.0, 169.0))["note"]
+    assert judge(300.0, (280.0, 320.0))["status"] == "FAIL"  # a clear leak
+    assert judge(1.0, (0.0, 2.0))["status"] == "PASS"  # clearly flat
+    assert judge(65.6, (float("nan"), 1.0))["status"] == "FAIL"  # no usable interval: the point estimate

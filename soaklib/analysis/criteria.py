@@ -16,6 +16,10 @@ bound with ``per_hours`` is stated for a run of that many hours; with the run's
 ``duration_h`` both bounds are scaled by ``duration_h / per_hours``, which is judging the
 observed rate: a short run is neither waved through nor failed for being short.
 A missing observation is FAIL, unless the criterion is ``optional`` (then SKIP).
+An observation estimated with a confidence interval (``intervals``: metric → (low, high),
+e.g. a Theil–Sen slope) is judged at both ends: PASS only if the whole interval passes,
+FAIL only if the whole interval fails, otherwise WARN ("inconclusive: run longer") — so a
+few noisy samples can neither fail a run nor wave it through.
 All ``*_mb`` values are MiB (2**20 bytes).
 """
 from __future__ import annotations
@@ -263,6 +267,7 @@ def evaluate(
     *,
     duration_h: float | None = None,
     overrides: Mapping[str, Any] | None = None,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per criterion: ``{metric, label, observed, unit, pass_bound, fail_bound, status, note, triage}``.
 
@@ -297,6 +302,12 @@ def evaluate(
             status = "FAIL"
         else:
             status = _judge(c, obs, p, f)
+            ci = (intervals or {}).get(c.metric)
+            if ci is not None and c.direction in ("max", "min") and all(_is_num(v) and math.isfinite(v) for v in ci):
+                ends = {_judge(c, ci[0], p, f), _judge(c, ci[1], p, f)}
+                status = ends.pop() if len(ends) == 1 else "WARN"
+                if status == "WARN":
+                    notes.append(f"inconclusive: 95% interval {ci[0]:.3g} … {ci[1]:.3g} {c.unit} spans the bounds; run longer")
         rows.append(
             {
                 "metric": c.metric,

@@ -31,9 +31,15 @@ TARGET_ALIVE = Criterion(
            "events); a signal 9 with no traceback often means the kernel's OOM killer (dmesg).")
 
 
+#: Soak A's resource rows that soak B is judged by as well (issue: "plus the soak A resource criteria").
+B_RESOURCE_METRICS = ("memory_slope_mb_per_h", "fd_range", "fd_trend", "disk_growth_mb", "llm_reconnect")
+
+
 def soak_criteria(soak: str) -> list[Criterion]:
-    """The pass criteria of a soak: the plan's table (DEFAULT_CRITERIA) plus ``target_alive``."""
-    return list(DEFAULT_CRITERIA[soak]) + [TARGET_ALIVE]
+    """The pass criteria of a soak: the plan's table (DEFAULT_CRITERIA) plus ``target_alive``;
+    soak B also carries soak A's resource rows."""
+    extra = [c for c in DEFAULT_CRITERIA["a"] if c.metric in B_RESOURCE_METRICS] if soak == "b" else []
+    return list(DEFAULT_CRITERIA[soak]) + extra + [TARGET_ALIVE]
 
 
 # --------------------------------------------------------------------------- reading the run
@@ -184,6 +190,18 @@ def observe_a(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
     }
 
 
+def memory_intervals(analysis: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """95% intervals of the memory slope (MiB/h) and of the growth over the run (MiB)."""
+    mem = analysis.get("tree_rss") or analysis.get("rss")
+    if not mem:
+        return {}
+    lo, hi = _num(mem.get("slope_low_mb_per_h")), _num(mem.get("slope_high_mb_per_h"))
+    if lo is None or hi is None:
+        return {}
+    d = analysis.get("duration_h") or 0.0
+    return {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * d, hi * d)}
+
+
 def _target_alive(run: Run, obs: dict[str, Any]) -> bool | None:
     if obs:
         return obs.get("target_exit") is None
@@ -223,8 +241,7 @@ def observe_b(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
         out.update(dict.fromkeys(("staged", "archived", "pending", "duplicates", "misrouted", "decision_entries")))
     tracebacks, failed = out.get("errors"), driver.get("failed_requests")
     out["errors"] = None if tracebacks is None and failed is None else (tracebacks or 0) + (failed or 0)
-    resources = ("memory_slope_mb_per_h", "fd_range", "fd_trend", "disk_growth_mb", "llm_reconnect")
-    out.update({k: v for k, v in observe_a(run, a).items() if k in resources})
+    out.update({k: v for k, v in observe_a(run, a).items() if k in B_RESOURCE_METRICS})
     out["fifo_ok"] = driver.get("fifo_ok")
     out["details"] = driver.get("details") or {}
     return out
@@ -336,7 +353,7 @@ def build_signoff(run: Run) -> dict[str, Any]:
     a = analyze(run)
     observed = OBSERVERS[soak](run, a)
     rows = evaluate(soak_criteria(soak), observed, duration_h=a["duration_h"] or None,
-                    overrides=_params(run).get("criteria") or None)
+                    overrides=_params(run).get("criteria") or None, intervals=memory_intervals(a))
     metric_notes = _metric_notes(run, obs, observed)
     for row in rows:
         extra = metric_notes.get(row["metric"])

@@ -256,9 +256,10 @@ def plan_run(params: SoakParams) -> RunPlan:
     t = params.target
     attach = t.pid is not None or t.match is not None
     reference = t.command is None and not attach
-    profile = get_profile(params.profile)
-    if reference and profile.name == "watcher-v2":
-        profile = get_profile(params.profile, {"halt_file": REFERENCE_HALT_FILE})
+    overrides = dict(params.profile_overrides)
+    if reference and params.profile == "watcher-v2":
+        overrides["halt_file"] = REFERENCE_HALT_FILE
+    profile = get_profile(params.profile, overrides)
     if params.project_dir is not None:
         project_dir = Path(params.project_dir).expanduser().resolve()
     elif reference:

@@ -252,7 +252,7 @@ class ProtocolCheck:
             raise ProtocolError(
                 f"protocol check: the daemon handled {self.name} ({status}) but logged dispatch_type "
                 f"{', '.join(repr(t) for t in sorted(set(unknown)))}, which profile {p.name!r} does not route; "
-                f"set profile overrides routing.{rtype}=[{', '.join(sorted(set(dtypes)))}]",
+                f"set profile_overrides.routing.{rtype}=[{', '.join(sorted(set(dtypes)))}]",
                 request=self.name, status=status, dispatch_types=dtypes, profile=p.name,
             )
         misrouted = [t for t in dtypes if not p.routes_ok("selfplay", t)]
@@ -266,7 +266,7 @@ class ProtocolCheck:
                 raise ProtocolError(
                     f"protocol check: the daemon completed {self.name} and wrote {n} decision line(s) for it "
                     f"({', '.join(dtypes) or 'no dispatch line'}), but profile {p.name!r} expects {expected} per "
-                    f"selfplay request; set profile overrides entries_per_request.{rtype}={n or 1}"
+                    f"selfplay request; set profile_overrides.entries_per_request.{rtype}={n or 1}"
                     + (f" (or use profile: {OTHER_PROFILE[p.name]})" if p.name in OTHER_PROFILE else ""),
                     request=self.name, status=status, decision_lines=n, expected=expected, profile=p.name,
                 )
@@ -297,39 +297,39 @@ class ProtocolCheck:
             prefixed = any(s is not None for s, _ in self._archive)
             if p.name == "plan" and prefixed:
                 fix = ("this looks like a watcher-v2 daemon — run with profile: watcher-v2 "
-                       "(or set profile overrides request_types.selfplay=selfplay_retrain)")
+                       "(or set profile_overrides.request_types.selfplay=selfplay_retrain)")
             elif other:
                 fix = (f"the daemon does not speak profile {p.name!r}: run with profile: {other}, or set profile "
                        f"overrides request_types.selfplay=<the daemon's name for selfplay>")
             else:
-                fix = "set profile overrides request_types.selfplay=<the daemon's name for selfplay>"
+                fix = "set profile_overrides.request_types.selfplay=<the daemon's name for selfplay>"
             return ProtocolError(f"protocol check: the daemon {did}: it does not know request_type {rtype!r}; {fix}",
                                  **fields)
         if what == "INVALID":
             where = "under 'parameters'" if p.params_nested else "at the top level"
-            fix = f"run with profile: {other}" if other else "set profile overrides params_nested"
+            fix = f"run with profile: {other}" if other else "set profile_overrides.params_nested"
             return ProtocolError(
                 f"protocol check: the daemon archived {self.name} as INVALID: it could not read a request body "
-                f"with request_type {rtype!r} and episodes {where}; {fix} (or set profile overrides "
+                f"with request_type {rtype!r} and episodes {where}; {fix} (or set profile_overrides."
                 f"params_nested={str(not p.params_nested).lower()})", **fields)
         if what == "no_lines":
             if self._bad:
                 return ProtocolError(
                     f"protocol check: the daemon archived {self.name} ({status or 'no status'}) but its decision log "
                     f"{self._rel('decision_log')} does not parse as JSON lines ({len(self._bad)} bad line(s), e.g. "
-                    f"{self._bad[0][:80]!r}); set profile overrides decision_log=<the daemon's JSON-lines log>",
+                    f"{self._bad[0][:80]!r}); set profile_overrides.decision_log=<the daemon's JSON-lines log>",
                     bad_lines=len(self._bad), **fields)
             seen = f" ({self._other_lines} other line(s) appended meanwhile)" if self._other_lines else ""
             return ProtocolError(
                 f"protocol check: the daemon archived {self.name} ({status or 'no status'}) but wrote no decision "
-                f"line naming it in {self._rel('decision_log')}{seen}; set profile overrides decision_log=<its "
+                f"line naming it in {self._rel('decision_log')}{seen}; set profile_overrides.decision_log=<its "
                 f"decision log>" + (f", or run with profile: {other}" if other else ""), **fields)
         # timeout
         if pending:
             return ProtocolError(
                 f"protocol check: the daemon did not pick up {self.name} within {self.timeout_s:g} s (still pending "
                 f"in {self._rel('requests_dir')}/): it does not poll that folder, is halted or stalled, or polls "
-                f"more slowly than the bound; check the daemon's state, or set profile overrides "
+                f"more slowly than the bound; check the daemon's state, or set profile_overrides."
                 f"requests_dir=<its request folder>", **fields)
         stray = self._stray_archive()
         if stray:
@@ -340,7 +340,7 @@ class ProtocolCheck:
                 + (f", or run with profile: {other}" if other else ""), stray=stray, **fields)
         return ProtocolError(
             f"protocol check: the daemon took {self.name} from {self._rel('requests_dir')}/ but no archive entry "
-            f"appeared in {self._rel('archive_dir')}/ within {self.timeout_s:g} s; set profile overrides "
+            f"appeared in {self._rel('archive_dir')}/ within {self.timeout_s:g} s; set profile_overrides."
             f"archive_dir=<its archive folder>", **fields)
 
 

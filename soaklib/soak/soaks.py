@@ -352,6 +352,12 @@ def _finalize(ctx: SoakContext | None, driver: Driver, plan: RunPlan, params: So
             stub.stop(timeout_s=5.0, grace_s=1.0)
             stub.terminate_tree(1.0)
         gpu.close()
+        close = getattr(driver, "close", None)  # e.g. soak C restores the operator's files
+        if close is not None:
+            try:
+                close(ctx)
+            except Exception as e:  # noqa: BLE001 - record it; the rest of the reset must run
+                obs["notes"].append(f"driver cleanup failed: {type(e).__name__}: {e}")
         removed = []
         for p in plan.halt_paths:
             if p not in preexisting_halt and p.exists():
