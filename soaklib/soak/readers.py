@@ -18,25 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from soaklib.errors import ParameterError
+from soaklib.redact import redact
 from soaklib.soak.protocol import DecisionCounters, Profile, parse_decision_line
 
 MAX_READ_BYTES = 16 << 20  # per reader per call: a burst is read over several ticks
 MAX_LINE_BYTES = 1 << 20  # a longer unterminated line is emitted as is
 REDUCES = ("value", "len", "sum", "mean", "max", "min")
-
-_SECRETS = [
-    (re.compile(r"(?i)\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD))(\s*[=:]\s*)\S+"), r"\1\2[REDACTED]"),
-    (re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
-    (re.compile(r"op://\S+"), "op://[REDACTED]"),
-]
-
-
-def redact(text: str) -> str:
-    """Mask ``*_KEY=`` / ``*_TOKEN=`` values, bearer tokens and ``op://`` references."""
-    for pattern, repl in _SECRETS:
-        text = pattern.sub(repl, text)
-    return text
-
 
 # --------------------------------------------------------------------------- growing files
 
