@@ -88,3 +88,15 @@ def test_multi_provider_notebook_fails_papermill_on_gate(tmp_path: Path, fast_si
     assert "GateFailed" in str(err.value) and "model_policy_violations" in str(err.value)
     assert out_nb.exists()
     assert json.loads((tmp_path / "out" / "nbfail.json").read_text())["passed"] is False
+
+
+def test_watcher_notebook_parameters_are_the_soak_parameter_keys() -> None:
+    import dataclasses
+
+    from soaklib.params import SoakParams
+
+    nb = nbformat.read(REPO / "notebooks" / "watcher_soak.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    names = {n.target.id if isinstance(n, ast.AnnAssign) else n.targets[0].id for n in ast.parse(cell.source).body}
+    assert {f.name for f in dataclasses.fields(SoakParams)} <= names
+    assert {"run_dir", "fail_on_gate", "soak"} <= names
