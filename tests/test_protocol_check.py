@@ -140,7 +140,7 @@ def test_unrouted_dispatch_type_names_routing(project):
     lines = [{"run_id": "r", "dispatch_type": t, "status": "COMPLETED",
               "details": {"request_path": check.name, "source": PROBE_SOURCE}} for t in ("sp_v3", "sp_v3_record")]
     _answer(project, check, f"COMPLETED_20260203_100000_{check.name}", [json.dumps(x) for x in lines])
-    with pytest.raises(ProtocolError, match=r"does not route; set profile overrides routing\.selfplay_retrain="):
+    with pytest.raises(ProtocolError, match=r"does not route; set profile_overrides.routing\.selfplay_retrain="):
         check.run(poll_s=0.02)
 
 
