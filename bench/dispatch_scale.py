@@ -13,9 +13,9 @@ the built-in dx-runner simulator. Measured per configuration:
   planned run time (launching the runner, its preflight, the monitor and the provider).
 
 Simulator settings: ``DX_SIM_TICK_S`` 0.05 (monitor tick), ``DX_SIM_PREFLIGHT_S`` 0.05 (the
-default), ``DX_SIM_FIXED_LATENCY_S`` 0 or ``--latency-s``.
+default), ``DX_SIM_FIXED_LATENCY_S`` from ``--latencies`` (default 0 and 1 s).
 
-    .venv/bin/python bench/dispatch_scale.py [--quick] [--jobs N] [--markdown bench/RESULTS.md]
+    .venv/bin/python bench/dispatch_scale.py [--quick] [--jobs N] [--parallel 8,64,256] [--latencies 0,1]
 """
 from __future__ import annotations
 
@@ -124,17 +124,18 @@ def main() -> None:
     p.add_argument("--jobs", type=int, help="jobs per configuration (default 100, about 4 min in all on 2 cores; "
                                             "the issue's 1000 takes about 45 min there; --quick 3)")
     p.add_argument("--parallel", default=None, help="comma-separated (default 8,64,256; --quick 3)")
-    p.add_argument("--latency-s", type=float, default=None, help="fixed job latency, seconds (default 1; --quick 0.1)")
+    p.add_argument("--latencies", default=None, help="comma-separated fixed job latencies, seconds (default 0,1; "
+                                                     "--quick 0,0.1)")
     args = p.parse_args()
     q = args.quick
     jobs = args.jobs or (3 if q else 100)
     parallels = [int(x) for x in (args.parallel or ("3" if q else "8,64,256")).split(",")]
-    latency_s = args.latency_s if args.latency_s is not None else (0.1 if q else 1.0)
+    latencies = [float(x) for x in (args.latencies or ("0,0.1" if q else "0,1")).split(",")]
     rep = Report(f"Dispatch at scale: {jobs} simulated jobs per configuration", q)
     out_dir = Path(tempfile.mkdtemp(prefix="soak-bench-dispatch-"))
     results = []
     try:
-        for lat in (0.0, latency_s):
+        for lat in latencies:
             for par in parallels:
                 r = run_config(jobs, par, lat, out_dir)
                 results.append(r)

@@ -6,8 +6,7 @@ Rows are the sampler's (its schema, realistic values, as ``Sampler.sample`` retu
   temporary name, rename), for k from 1 to 60,000; a least-squares fit
   ``time = a + b·k`` (a: per file, b: per row). Arriving at R samples/s with a flush every F
   seconds makes parts of k = R·F rows, so the store keeps up while ``a + b·R·F ≤ F``: it
-  sustains ``R = (F − a) / (b·F)``. Checked directly for F = 1 s: rows appended flat out
-  for a few seconds with a flush every second of wall time.
+  sustains ``R = (F − a) / (b·F)``.
 - Bytes per sample on disk, and the time to load a run back (``read_parts``), for an hour
   of samples at 1 s flushed every 1 s (3,600 parts), every 60 s (60 parts) and as one part.
 - Memory held per buffered row (a 60 s flush holds R·60 rows).
@@ -49,21 +48,6 @@ def part_cost_s(rows: list[dict], k: int, folder: Path, repeats: int) -> Stat:
         w.flush()
         out.values.append(time.perf_counter() - t)
     return out
-
-
-def direct_rate(rows: list[dict], flush_s: float, duration_s: float, folder: Path) -> tuple[float, int]:
-    """Rows per second appended flat out for ``duration_s`` with a flush every ``flush_s`` of wall time."""
-    w = PartWriter(folder / "direct", schema=sample_schema())
-    n, start = 0, time.monotonic()
-    last = start
-    while (now := time.monotonic()) - start < duration_s:
-        w.append(rows[n % len(rows)])
-        n += 1
-        if now - last >= flush_s:
-            w.flush()
-            last = now
-    w.flush()
-    return n / (time.monotonic() - start), w.parts_written
 
 
 def an_hour(rows: list[dict], flush_every: int | None, folder: Path) -> dict:
@@ -119,14 +103,14 @@ def main() -> None:
         rep.add(table(["rows per part", "ms to append + flush (min–max)", "µs per row", "rows/s at this part size"],
                       cost_rows))
         sustained = {f: (f - a) / (b * f) for f in (1.0, 60.0)}
-        measured, parts = direct_rate(rows, 1.0 if not q else 0.2, 0.5 if q else 5.0, work)
+        per_row_mem = buffered_bytes_per_row(rows[:5000])
         rep.add(f"Fit time = a + b·k: a = {a * 1000:.2f} ms per part file, b = {b * 1e6:.1f} µs per row. "
-                f"Sustained: flush every 1 s → {num(sustained[1.0], 0)} samples/s (measured flat out"
-                f"{' with a flush every 0.2 s' if q else ''}: {num(measured, 0)} samples/s over {parts} "
-                f"flushes); flush every 60 s → "
-                f"{num(sustained[60.0], 0)} samples/s, buffering {num(sustained[60.0] * 60, 0)} rows "
-                f"(about {num(sustained[60.0] * 60 * buffered_bytes_per_row(rows[:5000]) / 2**20, 0)} MB "
-                f"at {num(buffered_bytes_per_row(rows[:5000]), 0)} bytes per buffered row).")
+                f"Sustained (flat out, parts of R·F rows): flush every 1 s → {num(sustained[1.0], 0)} samples/s; "
+                f"flush every 60 s → {num(sustained[60.0], 0)} samples/s, but buffering "
+                f"{num(sustained[60.0] * 60, 0)} rows takes {num(sustained[60.0] * 60 * per_row_mem / 2**20, 0)} MB "
+                f"({num(per_row_mem, 0)} bytes per buffered row). At one sample a second the store costs "
+                f"{(a + b) * 1e6:.0f} µs per sample with a flush every 1 s and {(a / 60 + b) * 1e6:.0f} µs with a "
+                f"flush every 60 s.")
         sizes = []
         for label, every in ((f"flush every 1 s ({hour} parts)", 1), (f"flush every 60 s ({hour // 60} parts)", 60),
                              ("one part", None)):
