@@ -188,7 +188,7 @@ class LoopSoak:
         self._t_inject0 = time.monotonic()
 
     def _prepare(self, ctx: SoakContext) -> None:
-        p, inj, profile = ctx.params, ctx.params.injection, ctx.profile
+        inj, profile = ctx.params.injection, ctx.profile
         assert self.files is not None
         with self.files.lock:
             if not self.files.path(profile.history_file).exists():
