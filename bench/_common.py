@@ -192,6 +192,7 @@ class Report:
             f"- machine: {m['cpu']}, {m['ram']} RAM, {m['os']}, Python {m['python']}",
             f"- packages: {m['packages']}",
             "",
+            "",
         ]
         return "\n".join(head) + "\n\n".join(self.parts) + "\n"
 

@@ -107,6 +107,8 @@ def run_config(jobs: int, parallel: int, latency_s: float, out_dir: Path) -> dic
             "harness_cpu_ms": (self1 - self0) / n * 1000.0, "runner_cpu_ms": (kids1 - kids0) / n * 1000.0,
             "harness_share": (self1 - self0) / wall_s, "calls": {k: v / n for k, v in calls.counts.items()},
             "sources": dict(Counter(frame["latency_source"].fillna("none"))),
+            "failures": dict(Counter(f"{r.reason_code}/{r.runner_reason_code or '-'}"
+                                     for r in frame.itertuples() if not r.success)),
             "err_p50": _pct(errors_ms, 50), "err_p99": _pct(errors_ms, 99),
             "ovh_p50": _pct(overhead_ms, 50), "ovh_p99": _pct(overhead_ms, 99), "checked": len(errors_ms),
         }
@@ -162,11 +164,14 @@ def report(rep: Report, results: list[dict], jobs: int) -> None:
     rows = []
     for r in results:
         sources = ", ".join(f"{k} {v}" for k, v in sorted(r["sources"].items()))
+        failures = ", ".join(f"{k} ×{v}" for k, v in sorted(r["failures"].items())) or "–"
         rows.append([r["parallel"], f"{r['latency_s']:g} s", f"{r['err_p50']:.2f}", f"{r['err_p99']:.2f}",
-                     num(r["ovh_p50"], 0), num(r["ovh_p99"], 0), sources])
+                     num(r["ovh_p50"], 0), num(r["ovh_p99"], 0), sources, failures])
     rep.add(table(["parallel", "job latency", "|latency error| p50 ms", "|latency error| p99 ms",
-                   "start overhead p50 ms", "start overhead p99 ms", "latency source"], rows))
-    rep.add(f"{jobs} jobs per configuration (one round, three providers interleaved); simulator tick "
+                   "start overhead p50 ms", "start overhead p99 ms", "latency source",
+                   "failures (reason/runner reason)"], rows))
+    rep.add(f"{results[0]['jobs'] if results else jobs} jobs per configuration (one round, three providers "
+            "interleaved); simulator tick "
             f"{TICK_S} s, preflight 0.05 s. Ideal = ceil(jobs / parallel) × latency. Latency error = harness "
             "latency (start call → .rc mtime) minus the simulator's truth (start call → the provider's exit "
             "timestamp). Start overhead = latency minus the provider's planned run time: launching the "
