@@ -62,12 +62,13 @@ class MultiProviderParams:
     preflight_timeout_s: float = 120.0  # a real preflight can take ~45 s
     start_timeout_s: float = 120.0  # start reruns preflight
     check_timeout_s: float = 20.0  # a check can take ~5 s (late finalize grace)
+    max_concurrent_starts: int = 8  # start calls in flight at most (each reruns preflight)
     seed: int = 0  # simulator latency seed (dry runs only)
 
     def validate(self) -> "MultiProviderParams":
         if self.run_id is not None:
             check_run_id(self.run_id)
-        for key in ("rounds", "parallel", "jobs_per_provider"):
+        for key in ("rounds", "parallel", "jobs_per_provider", "max_concurrent_starts"):
             _require(key, getattr(self, key), getattr(self, key) >= 1, "an integer >= 1")
         _require("max_retries", self.max_retries, self.max_retries >= 0, "an integer >= 0")
         for key in ("timeout_sec", "preflight_timeout_s", "start_timeout_s", "check_timeout_s"):

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from soaklib.errors import ParameterError
@@ -187,18 +188,24 @@ class PartWriter:
 
 
 def read_parts(folder: str | os.PathLike[str]) -> pd.DataFrame:
-    """Concatenate every complete part file of ``folder`` in order (empty when none)."""
+    """Concatenate every complete part file of ``folder`` in order (empty when none).
+
+    One Arrow dataset scan over the parts, with their schemas unified (a column that was
+    all-null in one part and numeric in another reads as numeric); per-file reads only as
+    a fallback for parts whose types cannot be unified.
+    """
     p = Path(folder)
     if not p.is_dir():
         return pd.DataFrame()
     parts = sorted((q for q in p.iterdir() if PART_RE.match(q.name)), key=lambda q: q.name)
-    frames = [pq.read_table(q).to_pandas() for q in parts]
-    frames = [f for f in frames if len(f)]
-    if not frames:
+    if not parts:
         return pd.DataFrame()
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames, ignore_index=True)
+    try:
+        schema = pa.unify_schemas([pq.read_schema(q) for q in parts], promote_options="permissive")
+        return ds.dataset([str(q) for q in parts], format="parquet", schema=schema).to_table().to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        frames = [f for f in (pq.read_table(q).to_pandas() for q in parts) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_dir_for(output_dir: str | os.PathLike[str], run_id: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -237,21 +238,7 @@ class DxRunner:
             except OSError as e:
                 return Call(argv, None, "", f"cannot run {argv[0]}: {e}", time.monotonic() - t0)
             deadline = t0 + max(timeout_s, 0.01)
-            rc: int | None = None
-            timed_out = cancelled = False
-            while True:
-                try:
-                    rc = proc.wait(timeout=min(0.05, max(deadline - time.monotonic(), 0.001)))
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                    elif honour_cancel and self.cancel.is_set():
-                        cancelled = True
-                    else:
-                        continue
-                    _kill_group(proc)
-                    break
+            rc, timed_out, cancelled = _wait(proc, deadline, self.cancel if honour_cancel else None)
             out.seek(0)
             err.seek(0)
             stdout = out.read().decode("utf-8", "replace")
@@ -394,6 +381,43 @@ def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
+        return None
+
+
+CANCEL_CHECK_S = 0.25  # how often a waiting call looks at the cancel event
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float, cancel: threading.Event | None) -> tuple[int | None, bool, bool]:
+    """Wait for ``proc`` until ``deadline`` without busy polling (a pidfd where the kernel has
+    them); on timeout or cancel its process group is killed. Returns (rc, timed_out, cancelled)."""
+    pidfd = _pidfd(proc.pid)
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (cancel is not None and cancel.is_set()):
+                timed_out = now >= deadline
+                _kill_group(proc)
+                return None, timed_out, not timed_out
+            slice_s = min(deadline - now, CANCEL_CHECK_S)
+            if pidfd is not None:
+                select.select([pidfd], [], [], slice_s)
+                rc = proc.poll()
+            else:
+                try:
+                    rc = proc.wait(timeout=slice_s)
+                except subprocess.TimeoutExpired:
+                    rc = None
+            if rc is not None:
+                return rc, False, False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
         return None
 
 

@@ -4,6 +4,7 @@ classify; retries for transient failures. Every attempt becomes a row of ``jobs.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -166,6 +167,7 @@ class JobRunner:
         retry_backoff_s: float = 1.0,
         poll_min_s: float = 0.05,
         poll_max_s: float = 2.0,
+        max_concurrent_starts: int = 8,
     ) -> None:
         self.runner = runner
         self.timeout_s = timeout_s
@@ -175,6 +177,7 @@ class JobRunner:
         self.retry_backoff_s = retry_backoff_s
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
+        self._start_slots = threading.BoundedSemaphore(max_concurrent_starts)
 
     def run(self, spec: JobSpec, prompt_file: Path, on_attempt: Callable[[Attempt], None] | None = None) -> JobOutcome:
         """All attempts of one job (1 + retries for transient failures)."""
@@ -199,9 +202,8 @@ class JobRunner:
             a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
             a.completed_at = a.started_at
             return a
-        deadline = time.monotonic() + self.timeout_s
         try:
-            start = self._start(spec, prompt_file, a, deadline)
+            start, deadline = self._start(spec, prompt_file, a)
             if start is None:
                 return a
             self._follow(spec, a, start.t_call_mono, start.t_call_wall, start.log_path, deadline)
@@ -212,17 +214,29 @@ class JobRunner:
         a.completed_at = a.completed_at or _now()
         return a
 
-    def _start(self, spec: JobSpec, prompt_file: Path, a: Attempt, deadline: float) -> Any:
+    def _start(self, spec: JobSpec, prompt_file: Path, a: Attempt) -> tuple[Any, float]:
+        """``start`` (at most ``max_concurrent_starts`` at once: each reruns preflight), backing
+        off on exit 26; the job's deadline runs from the first start call."""
+        deadline: float | None = None
         for wait_s in (*CAP_BACKOFF_S, *([CAP_BACKOFF_S[-1]] * 1000)):
-            a.started_at = _now()
-            s = self.runner.start(spec.beads_id, spec.provider, prompt_file, Path(spec.worktree))
+            while not self._start_slots.acquire(timeout=0.25):
+                if self.runner.cancel.is_set():
+                    a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
+                    a.completed_at = _now()
+                    return None, 0.0
+            try:
+                deadline = deadline or time.monotonic() + self.timeout_s
+                a.started_at = _now()
+                s = self.runner.start(spec.beads_id, spec.provider, prompt_file, Path(spec.worktree))
+            finally:
+                self._start_slots.release()
             if s.returncode == 26 and time.monotonic() + wait_s < deadline and not self.runner.cancel.is_set():
                 a.cap_waits += 1
                 self._sleep(wait_s)
                 continue
             break
         if s.returncode == 0:
-            return s
+            return s, deadline
         if s.returncode is None:  # start cut (timeout / Ctrl-C): the runner may have launched it
             self._stop(spec, a)
         a.status = "start_failed"
@@ -238,7 +252,7 @@ class JobRunner:
             a.status, a.reason_code = "interrupted", "executor_exception"
         else:
             a.reason_code = "start_failed"
-        return None
+        return None, deadline
 
     def _follow(
         self, spec: JobSpec, a: Attempt, t_mono: float, t_wall: float, log_path: str | None, deadline: float
@@ -249,7 +263,7 @@ class JobRunner:
         c: CheckResult | None = None
         last: CheckResult | None = None
         terminal_mono: float | None = None
-        rc_seen = False
+        rc_seen, stat_s = False, self.poll_min_s
         next_check = time.monotonic() + interval
         while True:
             now = time.monotonic()
@@ -279,7 +293,9 @@ class JobRunner:
                 # after the provider exited, the runner finalizes on its next tick: poll steadily
                 interval = 0.25 if rc_seen else min(interval * 1.5, self.poll_max_s)
                 next_check = time.monotonic() + interval
-            self.runner.cancel.wait(max(0.0, min(self.poll_min_s, next_check - now, deadline - now)))
+            # the .rc mtime is the latency, so noticing it later costs nothing but finalize time
+            stat_s = min(stat_s * 1.25, 0.5)
+            self.runner.cancel.wait(max(0.0, min(stat_s, next_check - now, deadline - now)))
         if terminal_mono is None:
             a.status, a.reason_code = "wait_timeout", "wait_timeout"
             a.runner_reason_code = last.reason_code if last else ("check_timeout" if c and c.error == "timeout" else None)

@@ -161,6 +161,7 @@ def run_lane(
                 canonical_models=models,
                 no_op_is_success=params.no_op_is_success,
                 max_retries=params.max_retries,
+                max_concurrent_starts=params.max_concurrent_starts,
             )
             for r in range(1, params.rounds + 1):
                 say(f"\n--- Round {r}/{params.rounds} ---")
