@@ -196,3 +196,17 @@ def test_soak_b_and_c_take_the_drivers_observations(tmp_path: Path) -> None:
     assert s["soak"] == "b" and r["archived"]["status"] == "PASS" and r["errors"]["observed"] == 0
     assert s["verdict"] == "PASS", [x for x in s["criteria"] if x["status"] != "PASS"]
     assert observe_a(load_run(make_run(tmp_path, "a1", observations=HALTED)))["halt_s"] == 1.25
+
+
+def test_figures_draw_a_bounded_number_of_points_and_keep_every_outage() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from soaklib.report.plots import MAX_PLOT_POINTS, thin
+
+    n = 1_000_000
+    frame = pd.DataFrame({"t_s": np.arange(n, dtype=float), "llm_status": np.full(n, 200.0)})
+    frame.loc[[17, 500_001], "llm_status"] = 0.0
+    drawn = thin(frame, keep=frame["llm_status"] == 0)
+    assert len(drawn) <= MAX_PLOT_POINTS + 3 and {17, 500_001, n - 1} <= set(drawn.index)
+    assert thin(frame.head(10)) is not None and len(thin(frame.head(10))) == 10

@@ -18,6 +18,22 @@ from soaklib.analysis.latency import ecdf  # noqa: E402
 from soaklib.store import atomic_write_bytes  # noqa: E402
 
 
+MAX_PLOT_POINTS = 4000  # a line of more points than this draws no differently, only slower
+
+
+def thin(samples: pd.DataFrame, max_points: int = MAX_PLOT_POINTS, keep: pd.Series | None = None) -> pd.DataFrame:
+    """Every k-th row so at most ``max_points`` are drawn (rows where ``keep`` is True stay)."""
+    n = len(samples)
+    if n <= max_points:
+        return samples
+    mask = np.zeros(n, dtype=bool)
+    mask[:: int(np.ceil(n / max_points))] = True
+    mask[-1] = True
+    if keep is not None:
+        mask |= keep.to_numpy(dtype=bool)
+    return samples[mask]
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save ``fig`` as a PNG atomically and close it."""
     import io
@@ -67,6 +83,7 @@ def series_figure(
     present = [(c, lab, sc) for c, lab, sc in columns if c in samples and samples[c].notna().any()]
     if samples.empty or not present:
         return None
+    samples = thin(samples)
     fig, axes = plt.subplots(len(present), 1, figsize=(10, 2.6 * len(present)), sharex=True, squeeze=False)
     t_h = samples[time_col].to_numpy(dtype=float) / 3600.0
     for ax, (col, label, scale) in zip(axes[:, 0], present):
@@ -137,6 +154,7 @@ def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | 
     if samples.empty or "llm_status" not in samples or samples["llm_status"].dropna().empty:
         return None
     s = samples.dropna(subset=["llm_status"])
+    s = thin(s, keep=~s["llm_status"].between(200, 399))  # every sample without an answer stays
     t_h = s[time_col].to_numpy(dtype=float) / 3600.0
     status = s["llm_status"].to_numpy(dtype=float)
     up = (status >= 200) & (status < 400)
@@ -174,6 +192,7 @@ def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = 
     if (samples.empty or "requests_pending" not in samples) and not has_requests:
         return None
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[1, 1.4])
+    samples = thin(samples)
     if not samples.empty and "requests_pending" in samples:
         t = samples[time_col].to_numpy(dtype=float)
         ax1.step(t, samples["requests_pending"].to_numpy(dtype=float), where="post", label="pending (*.json)")

@@ -220,10 +220,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_signoff(run_dir: str | os.PathLike[str], *, figures: bool = True) -> dict[str, Path]:
-    """Compute the signoff of ``run_dir`` and write ``{run_id}.json`` / ``.md`` beside it (+ PNGs)."""
-    run = load_run(run_dir)
-    signoff = build_signoff(run)
+def write_signoff(
+    run_dir: str | os.PathLike[str] | Run, *, figures: bool = True, signoff: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Compute the signoff of a run and write ``{run_id}.json`` / ``.md`` beside it (+ PNGs).
+
+    Pass the loaded ``Run`` (and a signoff already built from it) to skip loading and
+    analysing a large run twice, as the notebook does."""
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    signoff = dict(signoff) if signoff is not None else build_signoff(run)
+    signoff["figures"] = dict(signoff.get("figures") or {})
     json_path, md_path = signoff_paths(run.path)
     paths: dict[str, Path] = {}
     if figures:
