@@ -111,6 +111,7 @@ class TargetParams:
 class SamplingParams:
     interval_s: float = 30.0  # seconds between samples
     flush_s: float = 60.0  # seconds between part-file flushes
+    disk_interval_s: float = 10.0  # seconds between walks of the watched folders (sizes change slowly)
     health_interval_s: float = 30.0  # seconds between LLM health probes
     health_timeout_s: float = 2.0  # seconds a health probe may take
     error_regex: str = r"(?i)\b(error|exception)\b"  # lines counted as errors in the target log

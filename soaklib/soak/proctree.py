@@ -15,12 +15,33 @@ from typing import Any, NamedTuple
 import psutil
 
 __all__ = [
-    "TREE_KEYS", "ParentTable", "ProcStat", "ProcessTree", "proc_fds", "proc_stat", "proc_statm",
-    "process_tree_metrics",
+    "TREE_KEYS", "ParentTable", "ProcStat", "ProcessTree", "children_files_supported", "proc_children", "proc_fds",
+    "proc_stat", "proc_statm", "process_tree_metrics",
 ]
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def children_files_supported(proc_dir: str = "/proc") -> bool:
+    """True where the kernel has ``/proc/<pid>/task/<tid>/children`` (CONFIG_PROC_CHILDREN)."""
+    me = os.getpid()
+    return os.path.exists(f"{proc_dir}/{me}/task/{me}/children")
+
+
+def proc_children(pid: int, proc_dir: str = "/proc") -> list[int]:
+    """Direct children of ``pid`` from each of its threads' ``children`` file ([] when gone)."""
+    try:
+        tids = os.listdir(f"{proc_dir}/{pid}/task")
+    except OSError:
+        return []
+    kids: list[int] = []
+    for tid in tids:
+        try:
+            kids.extend(int(x) for x in _read_proc_file(f"{proc_dir}/{pid}/task/{tid}/children", 1 << 16).split())
+        except (OSError, ValueError):
+            continue
+    return kids
 
 
 class ProcStat(NamedTuple):
@@ -33,10 +54,10 @@ class ProcStat(NamedTuple):
     start_ticks: int  # start time since boot: with the pid, identifies the process
 
 
-def _read_proc_file(path: str) -> bytes:
+def _read_proc_file(path: str, size: int = 4096) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return os.read(fd, 4096)
+        return os.read(fd, size)
     finally:
         os.close(fd)
 
@@ -184,12 +205,24 @@ class ProcessTree:
         self.uss = uss
         self._procs: dict[int, psutil.Process] = {}
         self._table = ParentTable() if ParentTable.supported() else None
+        # descendants from the children files: a few small reads instead of listing /proc
+        self._children_files = self._table is not None and children_files_supported()
         self._cpu: dict[int, tuple[int, float, float]] = {}  # pid → (start_ticks, cpu_s, t_mono)
         self.pids: list[int] = []
 
     def _descendants(self, pid: int) -> list[int]:
         if self._table is None:
             return [k.pid for k in self._proc(pid)[0].children(recursive=True)]
+        if self._children_files:
+            out: list[int] = []
+            todo, seen = [pid], {pid}
+            while todo:
+                for kid in sorted(proc_children(todo.pop())):
+                    if kid not in seen:
+                        seen.add(kid)
+                        out.append(kid)
+                        todo.append(kid)
+            return out
         self._table.refresh()
         return self._table.descendants(pid)
 
@@ -282,7 +315,7 @@ class ProcessTree:
         if exited and self._table is not None:  # their children were re-parented away: walk again
             for pid in exited:
                 self._table.exited(pid)
-            still = set(self._table.descendants(root_pid))
+            still = set(self._descendants(root_pid) if self._children_files else self._table.descendants(root_pid))
             readings = {pid: m for pid, m in readings.items() if pid in still}
         pids, rss, fds, cpus = [root_pid], row["rss_bytes"], row["num_fds"], [row["cpu_pct"]]
         for kid, m in readings.items():

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -263,12 +264,17 @@ def json_probe(path: str | os.PathLike[str], dotted_path: str | None = None, red
 
 
 class StatCache:
-    """Recompute a value from a path only when its (inode, size, mtime_ns) changed."""
+    """Recompute a value from a path only when its (inode, size, mtime_ns) changed.
+
+    ``max_age_s`` also recomputes a value older than that: a folder's mtime has the
+    kernel's coarse clock, so two changes within one tick could otherwise go unseen.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int] | None, Any]] = {}
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int] | None, Any, float]] = {}
 
-    def get(self, path: str | os.PathLike[str], key: str, compute: Callable[[Path], Any]) -> Any:
+    def get(self, path: str | os.PathLike[str], key: str, compute: Callable[[Path], Any],
+            max_age_s: float | None = None) -> Any:
         name = os.fspath(path)
         try:
             st = os.stat(name)
@@ -277,8 +283,10 @@ class StatCache:
             ident = None
         slot = (name, key)
         hit = self._cache.get(slot)
-        if hit is not None and hit[0] == ident and ident is not None:
+        now = time.monotonic()
+        if (hit is not None and hit[0] == ident and ident is not None
+                and (max_age_s is None or now - hit[2] < max_age_s)):
             return hit[1]
         value = compute(Path(path)) if ident is not None else None
-        self._cache[slot] = (ident, value)
+        self._cache[slot] = (ident, value, now)
         return value

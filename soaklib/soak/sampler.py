@@ -225,6 +225,9 @@ def _read_telemetry(path: Path) -> tuple[int | None, bool]:
     return (int(models) if isinstance(models, (int, float)) and not isinstance(models, bool) else None), True
 
 
+FOLDER_MAX_AGE_S = 10.0  # a cached file count is re-counted at least this often
+
+
 class Sampler:
     """Builds one flat row per call to :meth:`sample` (see ``SAMPLE_FIELDS`` for the columns).
 
@@ -282,8 +285,17 @@ class Sampler:
         self.schema = sample_schema(self.probes)
         self._names_of: pa.Schema | None = None
         self._names: tuple[str, ...] = ()
+        self.disk_interval_s = self.sampling.disk_interval_s
+        self._watched: tuple[float, int] | None = None
         self._me = ProcessTree()  # the harness's own cost, read the cheap way
         self._me.read_one(os.getpid())
+
+    def _watched_bytes(self, now: float) -> int:
+        """Bytes under the watched folders, walked at most every ``sampling.disk_interval_s``:
+        the walk costs one stat per file, and an archive only grows during a soak."""
+        if self._watched is None or now - self._watched[0] >= self.disk_interval_s:
+            self._watched = (now, dir_bytes(self.watch_paths))
+        return self._watched[1]
 
     def _bytes_read(self) -> int:
         return self.logs.bytes_read + (self.decisions.reader.bytes_read if self.decisions else 0)
@@ -303,7 +315,7 @@ class Sampler:
         row: dict[str, Any] = {}
         row.update(self._metric("requests", ("requests_pending", "requests_archived"), lambda: {
             "requests_pending": count_files(paths["requests_dir"], "*.json"),
-            "requests_archived": count_files(paths["archive_dir"]),
+            "requests_archived": self.cache.get(paths["archive_dir"], "count", count_files, max_age_s=FOLDER_MAX_AGE_S),
         }))
 
         def decisions() -> dict[str, Any]:
@@ -320,7 +332,7 @@ class Sampler:
         row.update(self._metric("draws", ("draws",), lambda: {
             "draws": self.cache.get(paths["history_file"], "draws", _read_draws)}))
         row.update(self._metric("policy_candidates", ("policy_candidates",), lambda: {
-            "policy_candidates": count_files(paths["policy_dir"])}))
+            "policy_candidates": self.cache.get(paths["policy_dir"], "count", count_files, max_age_s=FOLDER_MAX_AGE_S)}))
 
         def telemetry() -> dict[str, Any]:
             models, valid = self.cache.get(paths["telemetry_file"], "telemetry", _read_telemetry) or (None, None)
@@ -345,7 +357,7 @@ class Sampler:
             row.update(dict.fromkeys(GPU_KEYS))
         base = self.project_dir or Path.cwd()
         row.update(self._metric("disk_free", ("disk_free_bytes",), lambda: {"disk_free_bytes": shutil.disk_usage(base).free}))
-        row.update(self._metric("watched_bytes", ("watched_bytes",), lambda: {"watched_bytes": dir_bytes(self.watch_paths)}))
+        row.update(self._metric("watched_bytes", ("watched_bytes",), lambda: {"watched_bytes": self._watched_bytes(start)}))
         self.new_error_lines = []
 
         def logs() -> dict[str, Any]:
