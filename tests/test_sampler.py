@@ -431,3 +431,20 @@ def test_sampler_refuses_a_bad_probe(tmp_path):
 
     with pytest.raises(ParameterError, match="reduce"):
         Sampler(tmp_path, V2, probes={"x": {"file": "a.json", "reduce": "median"}})
+
+
+def test_log_scanner_chunk_prefilter_keeps_per_line_semantics(tmp_path):
+    from soaklib.soak.readers import LogScanner
+
+    log = tmp_path / "t.log"
+    log.write_text("")
+    scanner = LogScanner([log], r"^ERROR\b", r"Traceback \(most recent call last\)$", heuristic_regex=r"\Aheuristic")
+    lines = ["INFO ok", "ERROR first", "x ERROR not at start", "Traceback (most recent call last)", "heuristic default"]
+    with log.open("a") as fh:
+        fh.write("\n".join(lines * 3) + "\n")
+    scanner.scan()
+    assert (scanner.errors, scanner.tracebacks, scanner.heuristics) == (3, 3, 3)
+    with log.open("a") as fh:
+        fh.write("INFO quiet\n" * 50)
+    scanner.scan()
+    assert (scanner.errors, scanner.tracebacks, scanner.heuristics) == (3, 3, 3)

@@ -97,6 +97,8 @@ class LogScanner:
         self._error = re.compile(error_regex)
         self._traceback = re.compile(traceback_regex)
         self._heuristic = re.compile(heuristic_regex) if heuristic_regex else None
+        self._error_pre, self._traceback_pre, self._heuristic_pre = (
+            _chunk_prefilter(p) for p in (self._error, self._traceback, self._heuristic))
         self.errors = 0
         self.tracebacks = 0
         self.heuristics = 0
@@ -108,21 +110,45 @@ class LogScanner:
         return sum(r.bytes_read for r in self.readers)
 
     def scan(self) -> list[str]:
-        """Read what was appended; returns the error lines newly kept in ``first_errors``."""
+        """Read what was appended; returns the error lines newly kept in ``first_errors``.
+
+        Each regex first searches the whole new chunk (line-anchored): only a regex that
+        matches somewhere is then run line by line, so a quiet log costs one search per
+        regex per sample, not one per line.
+        """
         new_first: list[str] = []
         for reader in self.readers:
-            for line in reader.read_lines():
-                is_error = bool(self._error.search(line))
-                is_tb = bool(self._traceback.search(line))
+            lines = reader.read_lines()
+            if not lines:
+                continue
+            chunk = "\n".join(lines)
+            error, tb, heur = (
+                pattern if pattern is not None and (pre is None or pre.search(chunk)) else None
+                for pattern, pre in ((self._error, self._error_pre), (self._traceback, self._traceback_pre),
+                                     (self._heuristic, self._heuristic_pre))
+            )
+            if error is None and tb is None and heur is None:
+                continue
+            for line in lines:
+                is_error = bool(error is not None and error.search(line))
+                is_tb = bool(tb is not None and tb.search(line))
                 self.errors += is_error
                 self.tracebacks += is_tb
-                if self._heuristic is not None and self._heuristic.search(line):
+                if heur is not None and heur.search(line):
                     self.heuristics += 1
                 if (is_error or is_tb) and len(self.first_errors) < self.keep_first:
                     kept = redact(line.strip())[:500]
                     self.first_errors.append(kept)
                     new_first.append(kept)
         return new_first
+
+
+def _chunk_prefilter(pattern: re.Pattern[str] | None) -> re.Pattern[str] | None:
+    """The pattern made line-anchored for a search over many lines at once; None when that
+    could miss a per-line match (``\\A`` / ``\\Z`` anchors), so every line is searched."""
+    if pattern is None or "\\A" in pattern.pattern or "\\Z" in pattern.pattern:
+        return None
+    return re.compile(pattern.pattern, pattern.flags | re.MULTILINE)
 
 
 class DecisionLogTail:
