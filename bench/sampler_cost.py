@@ -243,7 +243,7 @@ def report(rep: Report, results: dict, sizes: list[int], shell_iter: int, n: int
             f"repeat after 10 warm-up samples, every metric on (process tree, GPU via NVML, disk, queue, decision "
             f"log, draws, policy, telemetry, one JSON probe, log scan, harness self-check); shell monitor: "
             f"{shell_iter} loop bodies per repeat in one bash, minus a 0-iteration run. {procs_on_machine} "
-            f"processes on the machine (pgrep and ps read them all; soaklib lists /proc once per sample).")
+            f"processes on the machine (pgrep and ps read them all; soaklib reads only the target tree's children files).")
     goal_rows = []
     for size in sizes:
         r = results[size]
