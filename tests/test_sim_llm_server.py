@@ -113,3 +113,32 @@ def test_program_refuses_non_loopback_host(procs: list[subprocess.Popen]) -> Non
     procs.append(proc)
     assert proc.wait(timeout=10) == 2
     assert "loopback" in proc.stderr.read().decode()
+
+
+def test_an_outage_from_the_start_still_announces_the_port(tmp_path):
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    port_file = tmp_path / "port"
+    p = subprocess.Popen([sys.executable, "-m", "soaklib.sim.llm_server", "--port", "0", "--port-file", str(port_file),
+                          "--outage", "0:1.5"])
+    try:
+        deadline = time.monotonic() + 10
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = int(port_file.read_text())
+        time.sleep(0.3)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            answered = True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            answered = False
+        assert not answered  # inside the outage: no answer
+        time.sleep(1.6)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=10)

@@ -169,6 +169,11 @@ class LlmStub:
         self._t0 = time.monotonic()
         announced = False
         try:
+            if self.port == 0:  # bind once to learn the port, even when an outage starts at 0 s
+                self.listen()
+                announced = True
+                if on_listen is not None:
+                    on_listen(self.port)
             while not stop.is_set():
                 elapsed_s = time.monotonic() - self._t0
                 if self._in_outage(elapsed_s):
