@@ -77,7 +77,7 @@ def test_one_failing_soak_needs_fixes_with_the_failing_rows(runs):
     assert failing[0]["observed"] == 2 and failing[0]["triage"]
     assert [d.split("_")[2] for d in failing[0]["details"]] == ["01", "03"]  # the probe is dispatch 1
     assert "Soak Test B: FAIL — 4/4 requests processed" in combined["changelog"]
-    assert "[FAIL: duplicates]" in combined["changelog"]
+    assert "[FAIL: duplicates" in combined["changelog"]  # WARN rows (short-run slopes) may follow
     md = to_markdown(combined)
     assert "## Failing rows" in md and "Soak B · duplicates" in md and "handled 2 times" in md
 

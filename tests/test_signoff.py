@@ -189,7 +189,7 @@ def test_write_signoff_writes_json_md_and_linked_figures(tmp_path: Path) -> None
 
 def test_soak_b_and_c_take_the_drivers_observations(tmp_path: Path) -> None:
     obs = {"soak": "b", "observations": {"archived": 10, "staged": 10, "pending": 0, "duplicates": 0, "misrouted": 0,
-                                         "decision_entries": 10}, "halt": None, "target_exit": None,
+                                         "decision_entries": 10, "fifo_ok": True}, "halt": None, "target_exit": None,
            "interrupted": False, "error": None}
     s = build_signoff(load_run(make_run(tmp_path, "b1", soak="b", seconds=300, observations=obs)))
     r = by_metric(s)
@@ -210,3 +210,13 @@ def test_figures_draw_a_bounded_number_of_points_and_keep_every_outage() -> None
     drawn = thin(frame, keep=frame["llm_status"] == 0)
     assert len(drawn) <= MAX_PLOT_POINTS + 3 and {17, 500_001, n - 1} <= set(drawn.index)
     assert thin(frame.head(10)) is not None and len(thin(frame.head(10))) == 10
+
+
+def test_soak_b_out_of_order_dispatch_fails_the_fifo_row(tmp_path: Path) -> None:
+    obs = {"soak": "b", "observations": {"archived": 3, "staged": 3, "pending": 0, "duplicates": 0, "misrouted": 0,
+                                         "decision_entries": 3, "fifo_ok": False,
+                                         "details": {"fifo": ["soak_B_02 dispatched after soak_B_03"]}},
+           "halt": None, "target_exit": None, "interrupted": False, "error": None}
+    s = build_signoff(load_run(make_run(tmp_path, "bf", soak="b", seconds=300, observations=obs)))
+    fifo = next(r for r in s["criteria"] if r["metric"] == "fifo")
+    assert fifo["status"] == "FAIL" and "filename order" in fifo["triage"] and s["verdict"] == "FAIL"

@@ -30,10 +30,17 @@ TARGET_ALIVE = Criterion(
 B_RESOURCE_METRICS = ("memory_slope_mb_per_h", "fd_range", "fd_trend", "disk_growth_mb", "llm_reconnect")
 
 
+FIFO = Criterion(
+    "fifo", "Request pickup ordering (FIFO): dispatched in filename order", "bool", True, True, "eq",
+    triage="The daemon dispatched requests out of filename order: check how it lists watcher_requests/ "
+           "(sorted by name?) and whether it re-reads the queue mid-cycle; the out-of-order requests are "
+           "named in the signoff's observed.details.")
+
+
 def soak_criteria(soak: str) -> list[Criterion]:
     """The pass criteria of a soak: the plan's table (DEFAULT_CRITERIA) plus ``target_alive``;
-    soak B also carries soak A's resource rows."""
-    extra = [c for c in DEFAULT_CRITERIA["a"] if c.metric in B_RESOURCE_METRICS] if soak == "b" else []
+    soak B also carries FIFO order and soak A's resource rows."""
+    extra = [FIFO, *(c for c in DEFAULT_CRITERIA["a"] if c.metric in B_RESOURCE_METRICS)] if soak == "b" else []
     return list(DEFAULT_CRITERIA[soak]) + extra + [TARGET_ALIVE]
 
 
@@ -237,7 +244,7 @@ def observe_b(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
     tracebacks, failed = out.get("errors"), driver.get("failed_requests")
     out["errors"] = None if tracebacks is None and failed is None else (tracebacks or 0) + (failed or 0)
     out.update({k: v for k, v in observe_a(run, a).items() if k in B_RESOURCE_METRICS})
-    out["fifo_ok"] = driver.get("fifo_ok")
+    out["fifo_ok"] = out["fifo"] = driver.get("fifo_ok")
     out["details"] = driver.get("details") or {}
     return out
 
