@@ -76,9 +76,11 @@ def test_process_tree_drops_the_children_of_a_zombie_at_once_like_psutil(procs):
     reference._table = None  # the psutil path: children(recursive=True), a full scan
     middle, grandchild = _spawn(p)
     _spawn(p)
+    time.sleep(0.3)  # past the children's start-up: their descriptors settle
     first, ref_first = tree.read(p.pid), reference.read(p.pid)
     assert first["children"] == ref_first["children"] == 4
-    assert first["tree_num_fds"] == ref_first["tree_num_fds"]
+    # two reads a moment apart: a descriptor opened or closed in between is not a disagreement
+    assert abs(first["tree_num_fds"] - ref_first["tree_num_fds"]) <= 1
     assert abs(first["tree_rss_bytes"] - ref_first["tree_rss_bytes"]) <= 0.05 * ref_first["tree_rss_bytes"]
     os.kill(middle, signal.SIGKILL)  # a zombie now (never reaped); the grandchild is re-parented away
     deadline = time.monotonic() + 5
