@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from soaklib.dispatch.dx_runner import TERMINAL_STATES, CheckResult, DxRunner, as_int
 from soaklib.redact import redact
+from soaklib.store import utc_now
 
 #: The seed's reason codes plus the ones DESIGN.md section 3 adds.
 REASON_CODES = (
@@ -197,7 +198,7 @@ class JobRunner:
         self.runner.cancel.wait(seconds)
 
     def attempt(self, spec: JobSpec, prompt_file: Path, n: int) -> Attempt:
-        a = Attempt(attempt=n, started_at=_now())
+        a = Attempt(attempt=n, started_at=utc_now())
         if self.runner.cancel.is_set():
             a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
             a.completed_at = a.started_at
@@ -211,7 +212,7 @@ class JobRunner:
             a.status, a.reason_code = "executor_exception", "executor_exception"
             a.detail = redact(f"{type(e).__name__}: {e}") or ""
             self._stop(spec, a)
-        a.completed_at = a.completed_at or _now()
+        a.completed_at = a.completed_at or utc_now()
         return a
 
     def _start(self, spec: JobSpec, prompt_file: Path, a: Attempt) -> tuple[Any, float]:
@@ -222,11 +223,11 @@ class JobRunner:
             while not self._start_slots.acquire(timeout=0.25):
                 if self.runner.cancel.is_set():
                     a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
-                    a.completed_at = _now()
+                    a.completed_at = utc_now()
                     return None, 0.0
             try:
                 deadline = deadline or time.monotonic() + self.timeout_s
-                a.started_at = _now()
+                a.started_at = utc_now()
                 s = self.runner.start(spec.beads_id, spec.provider, prompt_file, Path(spec.worktree))
             finally:
                 self._start_slots.release()
@@ -242,7 +243,7 @@ class JobRunner:
         a.status = "start_failed"
         a.runner_reason_code = s.reason_code or s.meaning
         a.detail = s.output
-        a.completed_at = _now()
+        a.completed_at = utc_now()
         if s.returncode == 22:
             a.reason_code = "permission_denied"
         elif s.returncode == 21:
@@ -348,7 +349,7 @@ class JobRunner:
             a.completed_at = datetime.fromtimestamp(rc_wall, timezone.utc)
         elif terminal_mono is not None:
             a.latency_ms, a.latency_source = (terminal_mono - t_mono) * 1000.0, "observed"
-            a.completed_at = _now()
+            a.completed_at = utc_now()
 
     def _stop(self, spec: JobSpec, a: Attempt) -> None:
         a.stop = self.runner.stop(spec.beads_id, spec.provider)
@@ -358,6 +359,3 @@ class JobRunner:
         if late is not None and a.stop.get("killed_pgid") is None:
             a.stop["killed_pgid"] = late
 
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -321,7 +321,7 @@ def build_evidence(
         "total_passed": passed_jobs,
         "total_failed": total - passed_jobs,
         "started_at": started_at.isoformat(),
-        "completed_at": datetime.now(timezone.utc).isoformat(),
+        "completed_at": utc_now().isoformat(),
         "duration_sec": round(duration_s, 3),
         "provider_summary": provider_summary,
         "rounds": round_dicts,

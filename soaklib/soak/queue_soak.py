@@ -13,6 +13,7 @@ as corrupt. The per-request table goes to ``{run_dir}/requests.parquet``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -426,11 +427,11 @@ class QueueSoak:
         if p is None or p.poll() is not None:
             return
         try:
-            os.killpg(p.pid, 15)
+            os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=5)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
-                os.killpg(p.pid, 9)
+                os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             p.wait(timeout=5)
