@@ -354,3 +354,23 @@ def load_params(
     params = from_dict(cls, data)
     validate = getattr(params, "validate", None)
     return validate() if validate else params
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def as_bool(value: Any, key: str) -> bool:
+    """A boolean parameter as papermill or a YAML file may hand it over.
+
+    ``papermill -p fail_on_gate false`` injects the *string* ``"false"``, which Python
+    reads as true; this maps ``true/false, yes/no, on/off, 1/0`` (any case) and real
+    booleans, and refuses anything else with a ``ParameterError`` naming the key.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ParameterError(f"{key} = {value!r} is invalid: expected true or false", key=key, value=value)
