@@ -1,23 +1,59 @@
 """soaklib: soak validation of multi-provider dispatch lanes and long-running daemons.
 
-The re-exports are lazy so that the embedded simulators (``python -m soaklib.sim...``),
+The public API (everything a notebook or an analyst needs; the rest is internal):
+
+- ``run_lane(params)``: a multi-provider lane (rounds of parallel dx-runner jobs).
+- ``run_soak(params)``: a WATCHER soak A, B or C; ``record(...)``: a psrecord-like monitor.
+- ``load_run(path)``: a run folder back as a ``Run`` (samples, events, jobs, attempts, signoff).
+- ``build_signoff(run)`` / ``write_signoff(run_dir)``: a soak's signoff, as the CLI writes it.
+- ``combine(run_dirs)`` / ``write_combined(run_dirs, output_dir)``: the combined A/B/C verdict.
+- ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``.
+- Errors: ``SoakError`` and its children ``ParameterError``, ``PreflightError``,
+  ``RunnerError``, ``TargetError``, ``ProtocolError``, ``GateFailed``.
+
+The names are imported lazily, so that the embedded simulators (``python -m soaklib.sim...``),
 which run as many short-lived processes, do not pay for importing pandas and pyarrow.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "SoakError", "Run", "load_run"]
+
+_EXPORTS: dict[str, str] = {
+    "run_lane": "soaklib.dispatch.rounds",
+    "run_soak": "soaklib.soak.soaks",
+    "record": "soaklib.soak.monitor",
+    "Run": "soaklib.store",
+    "load_run": "soaklib.store",
+    "build_signoff": "soaklib.report.signoff",
+    "write_signoff": "soaklib.report.signoff",
+    "combine": "soaklib.report.combined",
+    "write_combined": "soaklib.report.combined",
+    "load_params": "soaklib.params",
+    "SoakParams": "soaklib.params",
+    "MultiProviderParams": "soaklib.params",
+    "SoakError": "soaklib.errors",
+    "ParameterError": "soaklib.errors",
+    "PreflightError": "soaklib.errors",
+    "RunnerError": "soaklib.errors",
+    "TargetError": "soaklib.errors",
+    "ProtocolError": "soaklib.errors",
+    "GateFailed": "soaklib.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SoakError":
-        from soaklib.errors import SoakError
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'soaklib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return SoakError
-    if name in ("Run", "load_run"):
-        from soaklib import store
 
-        return getattr(store, name)
-    raise AttributeError(f"module 'soaklib' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -92,12 +92,34 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
+_FILE_MODE: int | None = None
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0o666 less the process umask.
+
+    ``mkstemp`` creates its file 0600 whatever the umask; an artifact renamed from it would
+    be unreadable by the team on a shared host, so every atomic write sets this mode. The
+    umask is read once (``os.umask`` can only be read by setting it).
+    """
+    global _FILE_MODE
+    if _FILE_MODE is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _FILE_MODE = 0o666 & ~mask
+    return _FILE_MODE
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the mode the umask allows (0644 under umask 022), as ``open()`` would.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -209,8 +231,13 @@ def read_parts(folder: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def run_dir_for(output_dir: str | os.PathLike[str], run_id: str) -> Path:
-    """The data folder of a run: ``{output_dir}/{run_id}``."""
-    return Path(output_dir) / check_run_id(run_id)
+    """The data folder of a run: ``{output_dir}/{run_id}``, made absolute once, here.
+
+    A relative ``output_dir`` means relative to the caller's working folder; every process
+    the toolkit starts later (the LLM stub, the target) runs elsewhere, so nothing after
+    this point may see a relative run folder.
+    """
+    return Path(output_dir).expanduser().absolute() / check_run_id(run_id)
 
 
 def signoff_paths(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -254,27 +281,65 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8"))
 
 
+JOB_KEY = ["round_num", "job_index", "provider"]
+
+
 @dataclass
 class Run:
-    """A run loaded back from disk, complete or partial."""
+    """A run loaded back from disk, complete or partial.
+
+    ``samples`` and ``events`` are a soak's (or a monitor's) parquet rows. For a
+    multi-provider run, ``attempts`` is ``jobs.parquet`` as written, one row per attempt
+    of a job (a retried job has several), and ``jobs`` is one row per job as the signoff
+    counts them: the job's final attempt, with ``attempts`` (how many were made) and
+    ``first_started_at`` (when its first attempt started) beside it.
+    """
 
     path: Path
     run_id: str
     manifest: dict[str, Any]
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)
     events: pd.DataFrame = field(default_factory=pd.DataFrame)
-    jobs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    attempts: pd.DataFrame = field(default_factory=pd.DataFrame)
     signoff: dict[str, Any] | None = None
 
     @property
-    def complete(self) -> bool:
-        """True when the harness finished the run (its manifest was completed)."""
-        return bool(self.manifest.get("complete"))
+    def jobs(self) -> pd.DataFrame:
+        """One row per job (its final attempt); see the class docstring."""
+        return final_attempts(self.attempts)
 
     @property
-    def kind(self) -> str | None:
-        """What produced the run: ``multi-provider``, ``watcher-a|b|c`` or ``monitor``."""
-        return self.manifest.get("kind")
+    def complete(self) -> bool:
+        """True when the harness finished the run (its manifest was completed, or, for a
+        multi-provider run, its evidence JSON was written and not interrupted)."""
+        if self.manifest:
+            return bool(self.manifest.get("complete"))
+        return self.signoff is not None and not self.signoff.get("interrupted", False)
+
+    @property
+    def kind(self) -> str:
+        """What produced the run: ``multi-provider``, ``watcher-a|b|c``, ``monitor`` or
+        ``unknown`` (a folder with neither a manifest nor lane evidence)."""
+        kind = self.manifest.get("kind")
+        if kind:
+            return str(kind)
+        if len(self.attempts) or (self.signoff is not None and "provider_summary" in self.signoff):
+            return "multi-provider"
+        return "unknown"
+
+
+def final_attempts(attempts: pd.DataFrame) -> pd.DataFrame:
+    """One row per job of a ``jobs.parquet`` table: each job's last attempt, with the number
+    of attempts and the start of the first (a table without job keys is returned as is)."""
+    if attempts.empty or not set(JOB_KEY) <= set(attempts.columns):
+        return attempts
+    ordered = attempts.sort_values([*JOB_KEY, "attempt"] if "attempt" in attempts.columns else JOB_KEY)
+    groups = ordered.groupby(JOB_KEY, sort=False)
+    last = groups.tail(1).copy()
+    last["attempts"] = groups["provider"].transform("size").loc[last.index].astype("int64")
+    if "started_at" in ordered.columns:
+        last["first_started_at"] = groups["started_at"].transform("first").loc[last.index]
+    return last.sort_values(JOB_KEY).reset_index(drop=True)
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -302,6 +367,6 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         manifest=manifest,
         samples=read_parts(p / "samples"),
         events=read_table(p / "events.parquet"),
-        jobs=read_table(p / "jobs.parquet"),
+        attempts=read_table(p / "jobs.parquet"),
         signoff=signoff,
     )
