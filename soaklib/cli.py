@@ -12,9 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from soaklib.errors import SoakError
-
-EXIT_INTERRUPTED = 130
+from soaklib.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, SoakError
 
 
 def _sigterm_as_interrupt() -> None:
@@ -86,7 +84,7 @@ def multi_provider(params_file: str | None, no_progress: bool, **flags: Any) -> 
 
 # --------------------------------------------------------------------------- WATCHER soaks
 
-EXIT_PASS, EXIT_FAIL = 0, 1
+EXIT_PASS = EXIT_OK
 
 
 def _verdict_code(signoff_json: Path) -> int:
@@ -118,7 +116,7 @@ def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progre
         try:
             result = run_soak(params, echo=click.echo, progress=not no_progress and sys.stderr.isatty())
         except ProtocolError as e:
-            run_dir = e.fields.get("run_dir")
+            run_dir = e.run_dir
             if run_dir and Path(str(run_dir)).is_dir():
                 paths = write_signoff(str(run_dir))
                 click.echo(f"Signoff (partial): {paths['json']}", err=True)
@@ -178,7 +176,7 @@ def analyze(run_dir: str) -> None:
         from soaklib.store import load_run, signoff_paths
 
         run = load_run(run_dir)
-        multi = run.kind == "multi-provider" or not run.jobs.empty or "provider_summary" in (run.signoff or {})
+        multi = run.kind == "multi-provider"
         if not multi and not run.manifest and run.samples.empty:
             raise ParameterError(f"{run.path} is not a run folder: it has no run.json and no samples",
                                  key="run_dir", value=str(run.path))

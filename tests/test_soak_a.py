@@ -299,7 +299,7 @@ def test_a_drivers_protocol_error_stops_the_soak_and_propagates(tmp_path: Path) 
     with pytest.raises(ProtocolError) as err:
         run_soak(params, driver=_Refusing())
     run_dir = tmp_path / "proto"
-    assert err.value.fields["run_dir"] == str(run_dir)
+    assert err.value.run_dir == str(run_dir)
     obs = json.loads((run_dir / "observations.json").read_text())
     assert "UNKNOWN_TYPE" in obs["error"] and obs["reset"]["target_left_running"] is False
     pid = target_pid(run_dir)

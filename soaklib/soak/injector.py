@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from soaklib.errors import ParameterError, SoakError
+from soaklib.errors import ParameterError, TargetError
 from soaklib.prng import PRNGS, digits, draw_values
 from soaklib.store import atomic_write_text, utc_now
 
@@ -56,7 +56,7 @@ def _history_text(draws: list[dict[str, Any]]) -> str:
 def read_history(project_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The draws of a project's history ([] when the file does not exist).
 
-    A file that is not ``{"draws": [...]}`` JSON raises SoakError naming the file and
+    A file that is not ``{"draws": [...]}`` JSON raises TargetError naming the file and
     what to do, instead of being silently replaced.
     """
     path = history_path(project_dir)
@@ -65,18 +65,18 @@ def read_history(project_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise SoakError(f"cannot read draw history {path}: {exc}", path=str(path)) from exc
+        raise TargetError(f"cannot read draw history {path}: {exc}; fix or remove the file", path=str(path)) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SoakError(
+        raise TargetError(
             f"draw history {path} is not valid JSON ({exc.msg} at line {exc.lineno}): "
             "restore it from a backup, or move it aside to bootstrap a fresh history",
             path=str(path),
         ) from exc
     draws = data.get("draws") if isinstance(data, dict) else None
     if not isinstance(draws, list):
-        raise SoakError(
+        raise TargetError(
             f'draw history {path} has no "draws" list: expected {{"draws": [...]}}; '
             "restore it from a backup, or move it aside to bootstrap a fresh history",
             path=str(path),

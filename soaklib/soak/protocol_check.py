@@ -253,7 +253,8 @@ class ProtocolCheck:
                 f"protocol check: the daemon handled {self.name} ({status}) but logged dispatch_type "
                 f"{', '.join(repr(t) for t in sorted(set(unknown)))}, which profile {p.name!r} does not route; "
                 f"set profile_overrides.routing.{rtype}=[{', '.join(sorted(set(dtypes)))}]",
-                request=self.name, status=status, dispatch_types=dtypes, profile=p.name,
+                what="misrouted", request=str(self.name), status=status, profile=p.name,
+                details={"dispatch_types": dtypes},
             )
         misrouted = [t for t in dtypes if not p.routes_ok("selfplay", t)]
         if misrouted:
@@ -268,7 +269,8 @@ class ProtocolCheck:
                     f"({', '.join(dtypes) or 'no dispatch line'}), but profile {p.name!r} expects {expected} per "
                     f"selfplay request; set profile_overrides.entries_per_request.{rtype}={n or 1}"
                     + (f" (or use profile: {OTHER_PROFILE[p.name]})" if p.name in OTHER_PROFILE else ""),
-                    request=self.name, status=status, decision_lines=n, expected=expected, profile=p.name,
+                    what="entries", request=str(self.name), status=status, profile=p.name,
+                    details={"decision_lines": n, "expected": expected},
                 )
             handled = n // expected
             if handled > 1:
@@ -288,8 +290,8 @@ class ProtocolCheck:
         rtype = str(self.body.get("request_type"))
         other = OTHER_PROFILE.get(p.name)
         archived = ", ".join(n for _, n in self._archive) or None
-        fields: dict[str, Any] = {"request": self.name, "profile": p.name, "elapsed_s": round(elapsed, 2),
-                                  "archive": archived, "what": what}
+        fields: dict[str, Any] = {"request": str(self.name), "profile": p.name, "elapsed_s": round(elapsed, 2),
+                                  "archive": archived, "what": what, "status": status}
         if what == "UNKNOWN_TYPE":
             did = f"archived {self.name} as UNKNOWN_TYPE" + (f" ({archived})" if archived else "")
             if not archived:
@@ -318,7 +320,7 @@ class ProtocolCheck:
                     f"protocol check: the daemon archived {self.name} ({status or 'no status'}) but its decision log "
                     f"{self._rel('decision_log')} does not parse as JSON lines ({len(self._bad)} bad line(s), e.g. "
                     f"{self._bad[0][:80]!r}); set profile_overrides.decision_log=<the daemon's JSON-lines log>",
-                    bad_lines=len(self._bad), **fields)
+                    details={"bad_lines": len(self._bad)}, **fields)
             seen = f" ({self._other_lines} other line(s) appended meanwhile)" if self._other_lines else ""
             return ProtocolError(
                 f"protocol check: the daemon archived {self.name} ({status or 'no status'}) but wrote no decision "
@@ -337,7 +339,7 @@ class ProtocolCheck:
                 f"protocol check: the daemon took {self.name} and left {', '.join(stray[:3])}, which profile "
                 f"{p.name!r} does not read as an archive entry of it in {self._rel('archive_dir')}/; set profile "
                 f"overrides archive_prefixed / archive_statuses"
-                + (f", or run with profile: {other}" if other else ""), stray=stray, **fields)
+                + (f", or run with profile: {other}" if other else ""), details={"stray": stray}, **fields)
         return ProtocolError(
             f"protocol check: the daemon took {self.name} from {self._rel('requests_dir')}/ but no archive entry "
             f"appeared in {self._rel('archive_dir')}/ within {self.timeout_s:g} s; set profile_overrides."

@@ -247,7 +247,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         obs["error"] = f"ProtocolError: {e}"
         if ctx is not None:
             ctx.event("protocol_error", message=str(e))
-        e.fields.setdefault("run_dir", str(plan.run_dir))
+        e.run_dir = e.run_dir or str(plan.run_dir)
         _finalize(ctx, driver, plan, params, obs, stub, target, health, gpu, preexisting_halt,
                   finish_driver=False)
         raise
