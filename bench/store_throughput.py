@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
 from soaklib.soak.sampler import sample_schema  # noqa: E402
-from soaklib.store import PartWriter, read_parts  # noqa: E402
+from soaklib.parts import PartWriter, read_parts  # noqa: E402
 
 
 def rows_of(n: int) -> list[dict]:

@@ -1,10 +1,10 @@
-"""Run folders, atomic artifact writes, crash-safe parquet part files, and loading runs back.
+"""Run folders, atomic artifact writes, manifests (part files: ``parts``; loading: ``runs``).
 
 Layout of a run (DESIGN.md sections 3, 4, 10)::
 
     {output_dir}/{run_id}.json, {run_id}.md   signoff / evidence (atomic writes)
     {output_dir}/{run_id}/run.json            manifest: written at start, completed at end
-    {output_dir}/{run_id}/samples/part-NNNNN.parquet   one file per flush (tmp + rename)
+    {output_dir}/{run_id}/samples/part-NNNNN.parquet   one file per flush (``soaklib.parts``)
     {output_dir}/{run_id}/events.parquet      rewritten atomically at each flush
     {output_dir}/{run_id}/jobs.parquet        multi-provider: one row per attempt
 
@@ -17,21 +17,18 @@ import os
 import re
 import socket
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from soaklib.errors import ParameterError
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "run.json"
-PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 
 
 def utc_now() -> datetime:
@@ -164,72 +161,6 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pq.read_table(p).to_pandas()
 
 
-class PartWriter:
-    """Buffers rows and flushes them as numbered parquet part files (tmp name + rename).
-
-    A process killed at any moment leaves only complete part files behind: readers glob
-    ``part-*.parquet`` and never see a temporary file. Numbering continues after the parts
-    already in the folder, so a resumed writer never overwrites one.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str], schema: pa.Schema | None = None) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.schema = schema
-        self._rows: list[dict[str, Any]] = []
-        existing = [int(m.group(1)) for p in self.folder.iterdir() if (m := PART_RE.match(p.name))]
-        self._next = max(existing, default=-1) + 1
-        self.rows_written = 0
-        self.parts_written = 0
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Buffer one row (a flat mapping of column → scalar)."""
-        self._rows.append(dict(row))
-
-    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Buffer many rows."""
-        self._rows.extend(dict(r) for r in rows)
-
-    @property
-    def pending(self) -> int:
-        """Rows buffered and not yet on disk."""
-        return len(self._rows)
-
-    def flush(self) -> Path | None:
-        """Write the buffered rows as the next part file; None when nothing was buffered."""
-        if not self._rows:
-            return None
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
-        target = self.folder / f"part-{self._next:05d}.parquet"
-        write_table(target, table)
-        self._next += 1
-        self.rows_written += len(self._rows)
-        self.parts_written += 1
-        self._rows = []
-        return target
-
-
-def read_parts(folder: str | os.PathLike[str]) -> pd.DataFrame:
-    """Concatenate every complete part file of ``folder`` in order (empty when none).
-
-    One Arrow dataset scan over the parts, with their schemas unified (a column that was
-    all-null in one part and numeric in another reads as numeric); per-file reads only as
-    a fallback for parts whose types cannot be unified.
-    """
-    p = Path(folder)
-    if not p.is_dir():
-        return pd.DataFrame()
-    parts = sorted((q for q in p.iterdir() if PART_RE.match(q.name)), key=lambda q: q.name)
-    if not parts:
-        return pd.DataFrame()
-    try:
-        schema = pa.unify_schemas([pq.read_schema(q) for q in parts], promote_options="permissive")
-        return ds.dataset([str(q) for q in parts], format="parquet", schema=schema).to_table().to_pandas()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        frames = [f for f in (pq.read_table(q).to_pandas() for q in parts) if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def run_dir_for(output_dir: str | os.PathLike[str], run_id: str) -> Path:
     """The data folder of a run: ``{output_dir}/{run_id}``, made absolute once, here.
 
@@ -279,94 +210,3 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.exists():
         return {}
     return json.loads(p.read_text(encoding="utf-8"))
-
-
-JOB_KEY = ["round_num", "job_index", "provider"]
-
-
-@dataclass
-class Run:
-    """A run loaded back from disk, complete or partial.
-
-    ``samples`` and ``events`` are a soak's (or a monitor's) parquet rows. For a
-    multi-provider run, ``attempts`` is ``jobs.parquet`` as written, one row per attempt
-    of a job (a retried job has several), and ``jobs`` is one row per job as the signoff
-    counts them: the job's final attempt, with ``attempts`` (how many were made) and
-    ``first_started_at`` (when its first attempt started) beside it.
-    """
-
-    path: Path
-    run_id: str
-    manifest: dict[str, Any]
-    samples: pd.DataFrame = field(default_factory=pd.DataFrame)
-    events: pd.DataFrame = field(default_factory=pd.DataFrame)
-    attempts: pd.DataFrame = field(default_factory=pd.DataFrame)
-    signoff: dict[str, Any] | None = None
-
-    @property
-    def jobs(self) -> pd.DataFrame:
-        """One row per job (its final attempt); see the class docstring."""
-        return final_attempts(self.attempts)
-
-    @property
-    def complete(self) -> bool:
-        """True when the harness finished the run (its manifest was completed, or, for a
-        multi-provider run, its evidence JSON was written and not interrupted)."""
-        if self.manifest:
-            return bool(self.manifest.get("complete"))
-        return self.signoff is not None and not self.signoff.get("interrupted", False)
-
-    @property
-    def kind(self) -> str:
-        """What produced the run: ``multi-provider``, ``watcher-a|b|c``, ``monitor`` or
-        ``unknown`` (a folder with neither a manifest nor lane evidence)."""
-        kind = self.manifest.get("kind")
-        if kind:
-            return str(kind)
-        if len(self.attempts) or (self.signoff is not None and "provider_summary" in self.signoff):
-            return "multi-provider"
-        return "unknown"
-
-
-def final_attempts(attempts: pd.DataFrame) -> pd.DataFrame:
-    """One row per job of a ``jobs.parquet`` table: each job's last attempt, with the number
-    of attempts and the start of the first (a table without job keys is returned as is)."""
-    if attempts.empty or not set(JOB_KEY) <= set(attempts.columns):
-        return attempts
-    ordered = attempts.sort_values([*JOB_KEY, "attempt"] if "attempt" in attempts.columns else JOB_KEY)
-    groups = ordered.groupby(JOB_KEY, sort=False)
-    last = groups.tail(1).copy()
-    last["attempts"] = groups["provider"].transform("size").loc[last.index].astype("int64")
-    if "started_at" in ordered.columns:
-        last["first_started_at"] = groups["started_at"].transform("first").loc[last.index]
-    return last.sort_values(JOB_KEY).reset_index(drop=True)
-
-
-def load_run(path: str | os.PathLike[str]) -> Run:
-    """Load a run folder (or its signoff JSON path) with samples, events, jobs and signoff.
-
-    Works on partial runs: whatever part files were flushed are loaded, and ``complete``
-    is False when the manifest was never completed.
-    """
-    p = Path(path)
-    if p.suffix == ".json" and p.is_file() and p.name != MANIFEST:
-        p = p.with_suffix("")
-    if not p.is_dir():
-        raise ParameterError(
-            f"run folder {str(p)!r} does not exist: pass the folder {{output_dir}}/{{run_id}} "
-            "or its {run_id}.json",
-            key="run_dir",
-            value=str(p),
-        )
-    manifest = read_manifest(p)
-    signoff_json, _ = signoff_paths(p)
-    signoff = json.loads(signoff_json.read_text(encoding="utf-8")) if signoff_json.exists() else None
-    return Run(
-        path=p,
-        run_id=manifest.get("run_id", p.name),
-        manifest=manifest,
-        samples=read_parts(p / "samples"),
-        events=read_table(p / "events.parquet"),
-        attempts=read_table(p / "jobs.parquet"),
-        signoff=signoff,
-    )

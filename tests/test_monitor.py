@@ -16,7 +16,8 @@ from soaklib.errors import ParameterError, TargetError
 from soaklib.soak.gpu import GpuReader
 from soaklib.soak.monitor import record
 from soaklib.soak.target import find_matching
-from soaklib.store import load_run, read_manifest
+from soaklib.runs import load_run
+from soaklib.store import read_manifest
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; x = bytearray(8 * 1024 * 1024); time.sleep(30)"]

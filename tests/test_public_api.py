@@ -14,7 +14,9 @@ import pytest
 import soaklib
 from soaklib.errors import ParameterError, ProtocolError, TargetError
 from soaklib.params import as_bool
-from soaklib.store import PartWriter, atomic_write_json, load_run, run_dir_for, start_manifest, write_table
+from soaklib.parts import PartWriter
+from soaklib.runs import load_run
+from soaklib.store import atomic_write_json, run_dir_for, start_manifest, write_table
 
 PUBLIC = {"run_lane", "run_soak", "record", "load_run", "build_signoff", "write_signoff", "combine",
           "SoakError", "ParameterError", "TargetError", "ProtocolError", "GateFailed", "Run"}

@@ -18,7 +18,7 @@ from soaklib.params import SoakParams, load_params
 from soaklib.report.signoff import write_signoff
 from soaklib.soak.gpu import gpu_inventory
 from soaklib.soak.soaks import run_soak
-from soaklib.store import load_run
+from soaklib.runs import load_run
 from tests.conftest import PYTHON, REPO
 
 FAST = {"interval_s": 0.2, "flush_s": 1, "health_interval_s": 0.2, "health_timeout_s": 0.3}

@@ -14,7 +14,8 @@ from soaklib.params import SoakParams, load_params
 from soaklib.soak.protocol import PROFILES, QueueState
 from soaklib.soak.queue_soak import PLAN_MIX, QueueLedger, QueueSoak, Staged, expand_mix
 from soaklib.soak.soaks import run_soak
-from soaklib.store import load_run, read_table
+from soaklib.runs import load_run
+from soaklib.store import read_table
 
 
 def params(tmp_path: Path, **over: Any) -> SoakParams:

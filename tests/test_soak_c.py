@@ -18,7 +18,8 @@ from soaklib.soak.loop_soak import LoopCounters, convergence_points
 from soaklib.soak.operator_files import AfterSoak, OperatorFiles, enable_test_mode
 from soaklib.soak.protocol import PROFILES
 from soaklib.soak.soaks import run_soak
-from soaklib.store import load_run, read_table
+from soaklib.runs import load_run
+from soaklib.store import read_table
 from tests.conftest import REPO
 
 SEED = 12345

@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from soaklib.errors import ParameterError
-from soaklib.store import (
-    PartWriter,
-    atomic_write_json,
-    check_run_id,
-    finish_manifest,
-    load_run,
-    read_parts,
-    start_manifest,
-    utc_now,
-)
+from soaklib.parts import PartWriter, read_parts
+from soaklib.runs import load_run
+from soaklib.store import atomic_write_json, check_run_id, finish_manifest, start_manifest, utc_now
 
 
 def test_parts_round_trip_with_schema_drift(tmp_path: Path) -> None:
@@ -64,7 +57,7 @@ def test_a_writer_killed_mid_run_leaves_a_loadable_partial_run(tmp_path: Path) -
     run_dir = tmp_path / "r1"
     code = (
         "import sys, time\n"
-        "from soaklib.store import PartWriter, start_manifest\n"
+        "from soaklib.parts import PartWriter\nfrom soaklib.store import start_manifest\n"
         f"start_manifest({str(run_dir)!r}, 'r1', 'monitor')\n"
         f"w = PartWriter({str(run_dir / 'samples')!r})\n"
         "i = 0\n"

@@ -22,7 +22,8 @@ from soaklib.errors import ParameterError
 from soaklib.soak.gpu import GpuReader
 from soaklib.soak.sampler import ProcessTree, Ticker, process_tree_metrics, sample_schema
 from soaklib.soak.target import Target
-from soaklib.store import PartWriter, finish_manifest, start_manifest, utc_now
+from soaklib.parts import PartWriter
+from soaklib.store import finish_manifest, start_manifest, utc_now
 
 KIND = "monitor"
 _INT_NAMES = ("_bytes", "threads", "children", "_fds", "_count", "pid")
