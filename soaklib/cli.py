@@ -45,20 +45,50 @@ def main() -> None:
 # --------------------------------------------------------------------------- multi-provider
 
 
+def _help(cls_name: str, name: str, choices: tuple[str, ...] = ()) -> str:
+    """Option help from the parameter's own help text and default (one source: params.py)."""
+    import dataclasses
+
+    from soaklib import params
+
+    cls = getattr(params, cls_name)
+    fld = {f.name: f for f in dataclasses.fields(cls)}[name]
+    default = fld.default if fld.default is not dataclasses.MISSING else fld.default_factory()  # type: ignore[misc]
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
+    shown = "" if default in (None, False, "") else f" [{default}]"
+    listed = f", one of: {', '.join(choices)}" if choices else ""
+    return params.help_of(cls, name) + listed + shown
+
+
+def _mp_help(name: str, choices: tuple[str, ...] = ()) -> str:
+    return _help("MultiProviderParams", name, choices)
+
+
+def _scenarios() -> tuple[str, ...]:
+    from soaklib.sim.dx_scenarios import SCENARIOS
+
+    return tuple(SCENARIOS)
+
+
+def _soak_help(name: str) -> str:
+    return _help("SoakParams", name)
+
+
 @main.command("multi-provider")
-@click.option("--dry-run", is_flag=True, default=None, help="Use the built-in dx-runner simulator.")
-@click.option("--scenario", default=None, help="Simulator scenario (dry runs): clean, signoff-2026-02-20, model-drift, stall, hang, flaky, cap.")
-@click.option("--rounds", type=int, default=None, help="Consecutive rounds that must be clean [2].")
-@click.option("--parallel", type=int, default=None, help="Jobs in flight at most [6].")
-@click.option("--timeout-sec", type=float, default=None, help="Per-job timeout in seconds [300].")
-@click.option("--worktree", default=None, help="Worktree for jobs [fresh git repo under /tmp/agents/<run_id>/repo].")
-@click.option("--run-id", default=None, help="Run id (plain name) [soak-<UTC stamp>].")
-@click.option("--output-dir", default=None, help="Where the JSON/MD go [outputs/multi-provider-soak].")
-@click.option("--providers", default=None, help="Comma-separated providers [opencode,cc-glm,gemini].")
-@click.option("--jobs-per-provider", type=int, default=None, help="Jobs per provider per round [2].")
-@click.option("--max-retries", type=int, default=None, help="Extra attempts for transient failures [0].")
-@click.option("--dx-runner", "dx_runner", default=None, help="Path of dx-runner [$DX_RUNNER, PATH, scripts/dx-runner].")
-@click.option("--outcome-dir", default=None, help="Where the runner writes job files [/tmp/dx-runner].")
+@click.option("--dry-run", is_flag=True, default=None, help=_mp_help("dry_run"))
+@click.option("--scenario", default=None, help=_mp_help("scenario", _scenarios()))
+@click.option("--rounds", type=int, default=None, help=_mp_help("rounds"))
+@click.option("--parallel", type=int, default=None, help=_mp_help("parallel"))
+@click.option("--timeout-sec", type=float, default=None, help=_mp_help("timeout_sec"))
+@click.option("--worktree", default=None, help=_mp_help("worktree"))
+@click.option("--run-id", default=None, help=_mp_help("run_id"))
+@click.option("--output-dir", default=None, help=_mp_help("output_dir"))
+@click.option("--providers", default=None, help=_mp_help("providers"))
+@click.option("--jobs-per-provider", type=int, default=None, help=_mp_help("jobs_per_provider"))
+@click.option("--max-retries", type=int, default=None, help=_mp_help("max_retries"))
+@click.option("--dx-runner", "dx_runner", default=None, help=_mp_help("dx_runner"))
+@click.option("--outcome-dir", default=None, help=_mp_help("outcome_dir"))
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def multi_provider(params_file: str | None, no_progress: bool, **flags: Any) -> None:
@@ -97,10 +127,10 @@ def _verdict_code(signoff_json: Path) -> int:
 @click.argument("soak", type=click.Choice(["a", "b", "c"]))
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one key, e.g. target.halt.timeout_s=10 (repeatable).")
-@click.option("--run-id", default=None, help="Run id (plain name) [soak-<a|b|c>-<UTC stamp>].")
-@click.option("--output-dir", default=None, help="Where the run folder and signoff go [outputs/watcher-soak].")
-@click.option("--force", is_flag=True, default=None, help="Record preflight findings and soak anyway.")
-@click.option("--keep-changes", is_flag=True, default=None, help="Soak C: keep the operator's modified files.")
+@click.option("--run-id", default=None, help=_soak_help("run_id"))
+@click.option("--output-dir", default=None, help=_soak_help("output_dir"))
+@click.option("--force", is_flag=True, default=None, help=_soak_help("force"))
+@click.option("--keep-changes", is_flag=True, default=None, help=_soak_help("keep_changes"))
 @click.option("--no-progress", is_flag=True, help="No progress line.")
 def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
     """Soak a WATCHER daemon; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 target/preflight · 130 interrupted."""
@@ -149,7 +179,8 @@ def monitor(pid: int | None, match: str | None, interval_s: float, duration_s: f
         from soaklib.errors import ParameterError
         from soaklib.report.plots import monitor_figure, save_figure
         from soaklib.soak.monitor import record
-        from soaklib.store import load_run, utc_stamp
+        from soaklib.runs import load_run
+        from soaklib.store import utc_stamp
 
         if duration_s is not None and samples is not None:
             raise ParameterError("give --duration-s or --samples, not both", key="--samples")
@@ -173,7 +204,8 @@ def analyze(run_dir: str) -> None:
 
     def go() -> int:
         from soaklib.errors import ParameterError
-        from soaklib.store import load_run, signoff_paths
+        from soaklib.runs import load_run
+        from soaklib.store import signoff_paths
 
         run = load_run(run_dir)
         multi = run.kind == "multi-provider"

@@ -21,6 +21,23 @@ from soaklib.store import check_run_id
 
 T = TypeVar("T")
 
+
+def param(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A parameter field with its help text: the one source of the CLI's option help, the
+    notebooks' parameter comments and the documentation of the YAML keys."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of parameter ``name`` of dataclass ``cls`` (dotted for nested fields)."""
+    head, _, rest = name.partition(".")
+    fld = {f.name: f for f in dataclasses.fields(cls)}[head]
+    if rest:
+        return help_of(typing.get_type_hints(cls)[head], rest)
+    return str(fld.metadata.get("help", ""))
+
 #: Keys a parameter file may hold for the notebooks only (ignored by the library's loaders).
 NOTEBOOK_KEYS = frozenset({"runs_json", "run_dir", "fail_on_gate"})
 
@@ -45,25 +62,25 @@ def canonical_models(env: Mapping[str, str] | None = None) -> dict[str, str]:
 class MultiProviderParams:
     """Parameters of a multi-provider validation (``soak multi-provider``)."""
 
-    run_id: str | None = None  # plain name; None = soak-<UTC stamp>
-    rounds: int = 2  # consecutive rounds that must all be clean
-    parallel: int = 6  # jobs in flight at most
-    timeout_sec: float = 300.0  # per-job limit, seconds
-    providers: list[str] = field(default_factory=lambda: list(PROVIDERS))
-    jobs_per_provider: int = 2  # jobs per provider per round
-    max_retries: int = 0  # extra attempts for transient failures
-    dry_run: bool = False  # True = the built-in simulator instead of a real dx-runner
-    scenario: str = "clean"  # simulator scenario (dry runs only)
-    dx_runner: str | None = None  # path of dx-runner; None = $DX_RUNNER, PATH, scripts/dx-runner
-    outcome_dir: str | None = None  # where the runner writes <provider>/<id>.*; None = /tmp/dx-runner
-    worktree: str | None = None  # None = a fresh git repo under /tmp/agents/<run_id>/repo
-    output_dir: str = "outputs/multi-provider-soak"
-    no_op_is_success: bool = True  # no_op_success (exit 0, no change) counts as success
-    preflight_timeout_s: float = 120.0  # a real preflight can take ~45 s
-    start_timeout_s: float = 120.0  # start reruns preflight
-    check_timeout_s: float = 20.0  # a check can take ~5 s (late finalize grace)
-    max_concurrent_starts: int = 8  # start calls in flight at most (each reruns preflight)
-    seed: int = 0  # simulator latency seed (dry runs only)
+    run_id: str | None = param(None, 'plain name; None = soak-<UTC stamp>')
+    rounds: int = param(2, 'consecutive rounds that must all be clean')
+    parallel: int = param(6, 'jobs in flight at most')
+    timeout_sec: float = param(300.0, 'per-job limit, seconds')
+    providers: list[str] = param(factory=lambda: list(PROVIDERS), help='providers that run, comma-separated: opencode, cc-glm, gemini')
+    jobs_per_provider: int = param(2, 'jobs per provider per round')
+    max_retries: int = param(0, 'extra attempts for transient failures')
+    dry_run: bool = param(False, 'True = the built-in simulator instead of a real dx-runner')
+    scenario: str = param("clean", 'simulator scenario (dry runs only)')
+    dx_runner: str | None = param(None, 'path of dx-runner; None = $DX_RUNNER, PATH, scripts/dx-runner')
+    outcome_dir: str | None = param(None, 'where the runner writes <provider>/<id>.*; None = /tmp/dx-runner')
+    worktree: str | None = param(None, 'None = a fresh git repo under /tmp/agents/<run_id>/repo')
+    output_dir: str = param("outputs/multi-provider-soak", 'folder: where {run_id}.json/.md and {run_id}/jobs.parquet are written')
+    no_op_is_success: bool = param(True, 'no_op_success (exit 0, no change) counts as success')
+    preflight_timeout_s: float = param(120.0, 'a real preflight can take ~45 s')
+    start_timeout_s: float = param(120.0, 'start reruns preflight')
+    check_timeout_s: float = param(20.0, 'a check can take ~5 s (late finalize grace)')
+    max_concurrent_starts: int = param(8, 'start calls in flight at most (each reruns preflight)')
+    seed: int = param(0, 'simulator latency seed (dry runs only)')
 
     def validate(self) -> "MultiProviderParams":
         if self.run_id is not None:
@@ -92,81 +109,81 @@ class MultiProviderParams:
 
 @dataclass
 class HaltParams:
-    method: Literal["signal", "command", "flag"] = "signal"  # how the soak asks the target to stop
-    command: list[str] | None = None  # argv, for method: command
-    flag: str | None = None  # path, for method: flag (relative = in project_dir)
-    timeout_s: float = 30.0  # seconds from halt request to exit before the tree is killed
+    method: Literal["signal", "command", "flag"] = param("signal", 'how the soak asks the target to stop')
+    command: list[str] | None = param(None, 'argv, for method: command')
+    flag: str | None = param(None, 'path, for method: flag (relative = in project_dir)')
+    timeout_s: float = param(30.0, 'seconds from halt request to exit before the tree is killed')
 
 
 @dataclass
 class TargetParams:
-    command: list[str] | None = None  # argv; None = the reference daemon
-    env: dict[str, str] = field(default_factory=dict)
-    pid: int | None = None  # attach instead of start
-    match: str | None = None  # attach by command-line pattern (regex)
-    halt: HaltParams = field(default_factory=HaltParams)
+    command: list[str] | None = param(None, 'argv; None = the reference daemon')
+    env: dict[str, str] = param(factory=dict, help="environment variables added to the target's")
+    pid: int | None = param(None, 'attach instead of start')
+    match: str | None = param(None, 'attach by command-line pattern (regex)')
+    halt: HaltParams = param(factory=HaltParams, help='how the soak stops the target: method, command / flag, timeout_s')
 
 
 @dataclass
 class SamplingParams:
-    interval_s: float = 30.0  # seconds between samples
-    flush_s: float = 60.0  # seconds between part-file flushes
-    disk_interval_s: float = 10.0  # seconds between walks of the watched folders (sizes change slowly)
-    health_interval_s: float = 30.0  # seconds between LLM health probes
-    health_timeout_s: float = 2.0  # seconds a health probe may take
-    error_regex: str = r"(?i)\b(error|exception)\b"  # lines counted as errors in the target log
-    traceback_regex: str = r"Traceback \(most recent call last\)"  # lines counted as tracebacks
-    watch_dirs: list[str] = field(default_factory=lambda: ["logs", "watcher_requests"])
+    interval_s: float = param(30.0, 'seconds between samples')
+    flush_s: float = param(60.0, 'seconds between part-file flushes')
+    disk_interval_s: float = param(10.0, 'seconds between walks of the watched folders (sizes change slowly)')
+    health_interval_s: float = param(30.0, 'seconds between LLM health probes')
+    health_timeout_s: float = param(2.0, 'seconds a health probe may take')
+    error_regex: str = param(r"(?i)\b(error|exception)\b", 'lines counted as errors in the target log')
+    traceback_regex: str = param(r"Traceback \(most recent call last\)", 'lines counted as tracebacks')
+    watch_dirs: list[str] = param(factory=lambda: ["logs", "watcher_requests"], help='folders (relative to project_dir) whose bytes are sampled')
 
 
 @dataclass
 class LlmParams:
-    health_url: str = "http://localhost:8080/health"
-    start_stub: bool = False  # start the loopback LLM stub for this soak (reference daemon)
-    outages: list[list[float]] = field(default_factory=list)  # stub outage windows [[start_s, end_s], ...]
+    health_url: str | None = param("http://localhost:8080/health", "URL of the daemon's LLM /health; null = the daemon has no LLM server (no probe, llm_reconnect SKIP)")
+    start_stub: bool = param(False, 'start the loopback LLM stub for this soak (reference daemon)')
+    outages: list[list[float]] = param(factory=list, help='stub outage windows [[start_s, end_s], ...]')
 
 
 @dataclass
 class InjectionParams:
-    interval_s: float = 120.0  # seconds between synthetic draws
-    prng: str = "java_lcg"
-    seed: int = 12345  # the true seed the daemon should converge to
-    mod: int = 1000
-    bootstrap_draws: int = 5000  # only when the project has no history yet
+    interval_s: float = param(120.0, 'seconds between synthetic draws')
+    prng: str = param("java_lcg", 'PRNG of the synthetic draws (java_lcg)')
+    seed: int = param(12345, 'the true seed the daemon should converge to')
+    mod: int = param(1000, 'draw values are the PRNG output modulo this')
+    bootstrap_draws: int = param(5000, 'only when the project has no history yet')
 
 
 @dataclass
 class PreflightParams:
-    min_free_disk_mb: float = 1024.0  # refuse below this much free disk
-    stale_lock_min: float = 60.0  # *.lock files older than this are stale
-    required_artifacts: list[str] = field(default_factory=list)  # files that must exist in project_dir
+    min_free_disk_mb: float = param(1024.0, 'refuse below this much free disk')
+    stale_lock_min: float = param(60.0, '*.lock files older than this are stale')
+    required_artifacts: list[str] = param(factory=list, help='files that must exist in project_dir')
 
 
 @dataclass
 class SoakParams:
     """Parameters of a WATCHER soak (``soak watcher a|b|c``, ``watcher_soak.ipynb``)."""
 
-    soak: Literal["a", "b", "c"] = "a"
-    run_id: str | None = None  # plain name; None = soak-<a|b|c>-<UTC stamp>
-    output_dir: str = "outputs/watcher-soak"
-    project_dir: str | None = None  # the daemon's folder; None = fresh folder for the reference daemon
-    profile: Literal["watcher-v2", "plan"] = "watcher-v2"
-    profile_overrides: dict[str, Any] = field(default_factory=dict)  # Profile fields that differ (e.g. request_types)
-    duration_s: float = 14400.0
-    target: TargetParams = field(default_factory=TargetParams)
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    llm: LlmParams = field(default_factory=LlmParams)
-    criteria: dict[str, Any] = field(default_factory=dict)  # overrides of default criteria by metric id
-    probes_at_s: list[float] = field(default_factory=list)  # soak A: probe request offsets
-    requests: list[dict[str, Any]] = field(default_factory=list)  # soak B mix; [] = the plan's mix
-    injection: InjectionParams = field(default_factory=InjectionParams)
-    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {file, path, reduce}}
-    preflight: PreflightParams = field(default_factory=PreflightParams)
-    sim: dict[str, Any] = field(default_factory=dict)  # reference-daemon knobs (flag → value)
-    force: bool = False  # go on despite preflight findings
-    keep_changes: bool = False  # soak C: keep the operator's modified files
-    drain_timeout_s: float = 600.0  # soak B: deadline for the queue to drain
-    warmup_s: float | None = None  # seconds left out at the start of growth fits; None = 5% of the run, <= 600
+    soak: Literal["a", "b", "c"] = param("a", 'a | b | c: A daemon endurance, B sequential requests, C autonomous loop')
+    run_id: str | None = param(None, 'plain name; None = soak-<a|b|c>-<UTC stamp>')
+    output_dir: str = param("outputs/watcher-soak", 'folder: run folders and signoffs ({run_id}.json/.md) go here')
+    project_dir: str | None = param(None, "the daemon's folder; None = fresh folder for the reference daemon")
+    profile: Literal["watcher-v2", "plan"] = param("watcher-v2", 'protocol profile: watcher-v2 (the daemon as built) | plan (as the soak plan describes it)')
+    profile_overrides: dict[str, Any] = param(factory=dict, help='Profile fields that differ (e.g. request_types)')
+    duration_s: float = param(14400.0, 'seconds: length of the soak (the plan: A 2-4 h, B 30-60 min, C 1-2 h)')
+    target: TargetParams = param(factory=TargetParams, help='the daemon: command argv (null: the reference daemon), env, attach by pid / match, halt')
+    sampling: SamplingParams = param(factory=SamplingParams, help="sampling cadence (seconds) and what is counted in the target's log")
+    llm: LlmParams = param(factory=LlmParams, help="the daemon's LLM server: health_url, start_stub, outages")
+    criteria: dict[str, Any] = param(factory=dict, help='overrides of default criteria by metric id')
+    probes_at_s: list[float] = param(factory=list, help='soak A: probe request offsets')
+    requests: list[dict[str, Any]] = param(factory=list, help="soak B mix; [] = the plan's mix")
+    injection: InjectionParams = param(factory=InjectionParams, help='soak C: synthetic draws (interval_s seconds, prng, seed, mod, bootstrap_draws)')
+    probes: dict[str, dict[str, Any]] = param(factory=dict, help='{name: {file, path, reduce}}')
+    preflight: PreflightParams = param(factory=PreflightParams, help='checks before the soak starts: min_free_disk_mb, stale_lock_min, required_artifacts')
+    sim: dict[str, Any] = param(factory=dict, help='reference-daemon knobs (flag → value)')
+    force: bool = param(False, 'go on despite preflight findings')
+    keep_changes: bool = param(False, "soak C: keep the operator's modified files")
+    drain_timeout_s: float = param(600.0, 'soak B: deadline for the queue to drain')
+    warmup_s: float | None = param(None, 'seconds left out at the start of growth fits; None = 5% of the run, <= 600')
 
     def validate(self) -> "SoakParams":
         if self.run_id is not None:
@@ -189,6 +206,8 @@ class SoakParams:
             if not isinstance(probe, dict) or "file" not in probe:
                 raise ParameterError(f"probes.{name} needs at least a 'file' key", key=f"probes.{name}", value=probe)
         return self
+
+
 
 
 # --------------------------------------------------------------------------- loading
