@@ -160,7 +160,7 @@ def soak_preflight(
         findings.append(_locks(project_dir, pf.stale_lock_min))
         findings += _artifacts(project_dir, pf.required_artifacts)
     findings.append(_disk(project_dir if project_dir.exists() else Path(params.output_dir), pf.min_free_disk_mb))
-    if check_llm:
+    if check_llm and params.llm.health_url is not None:
         findings.append(_llm(params.llm.health_url, params.sampling.health_timeout_s))
     if instance_argv:
         findings.append(_other_instance(re.escape(" ".join(instance_argv)), " ".join(instance_argv)[:120]))
@@ -282,7 +282,7 @@ def plan_run(params: SoakParams) -> RunPlan:
     from soaklib.report.signoff import soak_criteria
 
     apply_overrides(soak_criteria(params.soak), params.criteria)  # bad criteria: exit 2 before any work
-    start_stub = reference or params.llm.start_stub
+    start_stub = (reference and params.llm.health_url is not None) or params.llm.start_stub
     return RunPlan(run_id, run_dir, project_dir, profile, reference, start_stub,
                  [p for p in dict.fromkeys(halt_paths) if p is not None])
 

@@ -33,7 +33,8 @@ from soaklib.soak.preflight import REFERENCE_MODULE, RunPlan, environment, plan_
 from soaklib.soak.protocol import Profile, log_paths
 from soaklib.soak.sampler import HealthProbe, Sampler, Ticker
 from soaklib.soak.target import HaltResult, Target
-from soaklib.store import PartWriter, atomic_write_json, finish_manifest, read_parts, start_manifest, utc_now, write_table
+from soaklib.parts import PartWriter, compact_parts, read_parts
+from soaklib.store import atomic_write_json, finish_manifest, start_manifest, utc_now, write_table
 
 OBSERVATIONS = "observations.json"
 EVENTS = "events.parquet"
@@ -142,7 +143,8 @@ def _start_stub(params: SoakParams, plan: RunPlan) -> tuple[Target, str]:
     """Start the loopback LLM stub; returns it and its base URL."""
     from urllib.parse import urlparse
 
-    port = 0 if plan.reference else (urlparse(params.llm.health_url).port or 8080)
+    url = params.llm.health_url
+    port = 0 if plan.reference or url is None else (urlparse(url).port or 8080)
     port_file = plan.run_dir / "llm.port"
     argv = [sys.executable, "-m", STUB_MODULE, "--port", str(port), "--port-file", str(port_file)]
     for start_s, end_s in params.llm.outages:
@@ -213,10 +215,11 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         if plan.start_stub:
             stub, llm_url = _start_stub(params, plan)
             health_url = f"{llm_url}/health"
-        elif plan.reference:
+        elif plan.reference and health_url is not None:
             llm_url = health_url.rsplit("/health", 1)[0]
-        health = HealthProbe(health_url, params.sampling.health_interval_s, params.sampling.health_timeout_s,
-                             autostart=False)
+        if health_url is not None:  # null: the daemon has no LLM server, nothing to probe
+            health = HealthProbe(health_url, params.sampling.health_interval_s, params.sampling.health_timeout_s,
+                                 autostart=False)
         log_file = plan.run_dir / "target.log"
         sampler = Sampler(plan.project_dir, plan.profile, params.sampling,
                           log_paths=log_paths(plan.profile, plan.project_dir, log_file), gpu=gpu, health=health,
@@ -228,8 +231,9 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
                                   env=params.target.env, log_path=log_file)
         t0 = time.monotonic()
         sampler.t0 = t0
-        health.check_now()  # the first sample has an answer, not the probe's initial "no answer"
-        health.start()
+        if health is not None:
+            health.check_now()  # the first sample has an answer, not the probe's initial "no answer"
+            health.start()
         ctx = SoakContext(params=params, run_id=plan.run_id, run_dir=plan.run_dir, project_dir=plan.project_dir,
                           profile=plan.profile, target=target, t0=t0, echo=echo, stop_event=stop_event,
                           reference=plan.reference, llm_url=llm_url, _schema=sampler.schema)
@@ -262,7 +266,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
                       obs["observations"], obs["error"])
 
 
-def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProbe, obs: dict[str, Any],
+def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProbe | None, obs: dict[str, Any],
           progress: bool) -> None:
     """Sample → driver.tick until done; flush every ``flush_s``."""
     p = ctx.params
@@ -275,7 +279,7 @@ def _loop(ctx: SoakContext, driver: Driver, sampler: Sampler, health: HealthProb
         while True:
             row = sampler.sample(ctx.target.pid)
             ctx._rows.append(row)
-            for t_mono, kind in health.drain_events():
+            for t_mono, kind in (health.drain_events() if health is not None else ()):
                 ctx._event(kind, t_mono - ctx.t0, url=health.url, message=f"LLM health {kind.split('_')[1]}")
             for line in sampler.new_error_lines:
                 ctx.event("log_error", message=line)
@@ -374,6 +378,10 @@ def _finalize(ctx: SoakContext | None, driver: Driver, plan: RunPlan, params: So
         if ctx is not None:
             ctx.event("soak_finished", interrupted=obs["interrupted"], message="soak finished")
             ctx.flush_events()
+        try:  # one file instead of a part per flush; a crash here leaves the parts valid
+            compact_parts(plan.run_dir / "samples")
+        except OSError as e:
+            obs["notes"].append(f"sample part files left as they are (compaction failed: {e})")
         atomic_write_json(plan.run_dir / OBSERVATIONS, obs)
         partial = obs["interrupted"] or obs["error"] is not None
         finish_manifest(plan.run_dir, complete=not partial, interrupted=obs["interrupted"], error=obs["error"])
