@@ -36,9 +36,9 @@ from _world import Log, Project, World
 
 sys.path.insert(0, str(ROOT))
 from soaklib.params import SamplingParams  # noqa: E402
-from soaklib.soak.gpu import GpuReader  # noqa: E402
-from soaklib.soak.protocol import PROFILES  # noqa: E402
-from soaklib.soak.sampler import HealthProbe, ProcessTree, Sampler  # noqa: E402
+from soaklib.observe.gpu import GpuReader  # noqa: E402
+from soaklib.watcher.protocol import PROFILES  # noqa: E402
+from soaklib.observe.sampler import HealthProbe, ProcessTree, Sampler  # noqa: E402
 
 INTERVAL_S = 30.0  # the default sampling interval, for "share of a core"
 QUIET_LINES = 10  # log lines the daemon writes between two samples (one error among them)

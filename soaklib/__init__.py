@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "run_lane": "soaklib.dispatch.rounds",
-    "run_soak": "soaklib.soak.soaks",
-    "record": "soaklib.soak.monitor",
+    "run_soak": "soaklib.soak.harness",
+    "record": "soaklib.observe.monitor",
     "Run": "soaklib.runs",
     "load_run": "soaklib.runs",
     "build_signoff": "soaklib.report.signoff",

@@ -139,7 +139,7 @@ def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progre
         from soaklib.errors import ProtocolError
         from soaklib.params import SoakParams, load_params
         from soaklib.report.signoff import write_signoff
-        from soaklib.soak.soaks import run_soak
+        from soaklib.soak.harness import run_soak
 
         overrides = {"soak": soak, **{k: v for k, v in flags.items() if v is not None}}
         params = load_params(SoakParams, params_file, overrides, list(sets))
@@ -178,7 +178,7 @@ def monitor(pid: int | None, match: str | None, interval_s: float, duration_s: f
     def go() -> int:
         from soaklib.errors import ParameterError
         from soaklib.report.plots import monitor_figure, save_figure
-        from soaklib.soak.monitor import record
+        from soaklib.observe.monitor import record
         from soaklib.runs import load_run
         from soaklib.store import utc_stamp
 
@@ -265,7 +265,7 @@ def sim_inject(project_dir: str, count: int, seed: int, mod: int, prng: str, boo
     """Append synthetic draws to lottery_history.json (atomically), then write new_draw.flag."""
 
     def go() -> int:
-        from soaklib.soak.injector import bootstrap_history, history_path, inject_draws
+        from soaklib.watcher.draws import bootstrap_history, history_path, inject_draws
 
         if bootstrap is not None and not history_path(project_dir).exists():
             bootstrap_history(project_dir, bootstrap, seed=seed, mod=mod, prng=prng)

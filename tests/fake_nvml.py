@@ -18,7 +18,7 @@ GIB = 1024**3
 
 
 class FakeNvml:
-    """Enough of the pynvml surface for ``soaklib.soak.gpu``; counts init/shutdown calls."""
+    """Enough of the pynvml surface for ``soaklib.observe.gpu``; counts init/shutdown calls."""
 
     NVMLError = pynvml.NVMLError
     NVMLError_NotSupported = pynvml.NVMLError_NotSupported

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from soaklib.cli import main
 from soaklib.params import SoakParams, load_params
-from soaklib.soak.injector import read_history
+from soaklib.watcher.draws import read_history
 from tests.conftest import PYTHON, REPO
 
 FAST_SIM = {"DX_SIM_TICK_S": "0.2", "DX_SIM_LATENCY_SCALE": "0.3", "DX_SIM_PREFLIGHT_S": "0.01"}

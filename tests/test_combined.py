@@ -20,7 +20,7 @@ from soaklib.report.combined import (
     to_markdown,
     write_combined,
 )
-from soaklib.soak.soaks import run_soak
+from soaklib.soak.harness import run_soak
 from tests.conftest import REPO
 
 FAST = {"sampling": {"interval_s": 0.25, "flush_s": 1, "health_interval_s": 0.5}}

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.fake_nvml import GIB, OTHER_PID, TARGET_PID, FakeNvml
-from soaklib.soak.gpu import COLUMNS, GpuReader, gpu_inventory
+from soaklib.observe.gpu import COLUMNS, GpuReader, gpu_inventory
 
 
 class Clock:

@@ -13,9 +13,9 @@ import pytest
 
 from tests.fake_nvml import FakeNvml
 from soaklib.errors import ParameterError, TargetError
-from soaklib.soak.gpu import GpuReader
-from soaklib.soak.monitor import record
-from soaklib.soak.target import find_matching
+from soaklib.observe.gpu import GpuReader
+from soaklib.observe.monitor import record
+from soaklib.proc.target import find_matching
 from soaklib.runs import load_run
 from soaklib.store import read_manifest
 

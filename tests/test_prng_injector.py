@@ -9,7 +9,7 @@ import pytest
 
 from soaklib.errors import ParameterError, SoakError
 from soaklib.prng import PRNGS, digits, draw_values, java_lcg
-from soaklib.soak.injector import (
+from soaklib.watcher.draws import (
     FLAG_FILE,
     HISTORY_FILE,
     bootstrap_history,

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from soaklib.soak.proctree import ParentTable, ProcessTree, proc_fds, proc_stat, proc_statm
+from soaklib.proc.tree import ParentTable, ProcessTree, proc_fds, proc_stat, proc_statm
 
 pytestmark = pytest.mark.skipif(not ParentTable.supported(), reason="needs Linux /proc")
 

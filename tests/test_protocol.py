@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from soaklib.errors import ParameterError
-from soaklib.soak.protocol import (
+from soaklib.watcher.protocol import (
     PROFILES,
     DecisionCounters,
     build_request,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from soaklib.errors import ProtocolError
-from soaklib.soak.protocol import PROFILES, get_profile
-from soaklib.soak.protocol_check import PROBE_SOURCE, ProtocolCheck, is_probe_entry, timeout_for
+from soaklib.watcher.protocol import PROFILES, get_profile
+from soaklib.watcher.check import PROBE_SOURCE, ProtocolCheck, is_probe_entry, timeout_for
 
 DEAD_LLM = "http://127.0.0.1:9"
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 from soaklib.params import SamplingParams
-from soaklib.soak.protocol import PROFILES
-from soaklib.soak.sampler import (
+from soaklib.watcher.protocol import PROFILES
+from soaklib.observe.sampler import (
     DecisionLogTail,
     HealthProbe,
     IncrementalReader,
@@ -434,7 +434,7 @@ def test_sampler_refuses_a_bad_probe(tmp_path):
 
 
 def test_log_scanner_chunk_prefilter_keeps_per_line_semantics(tmp_path):
-    from soaklib.soak.readers import LogScanner
+    from soaklib.observe.readers import LogScanner
 
     log = tmp_path / "t.log"
     log.write_text("")

@@ -19,9 +19,11 @@ from soaklib.report.signoff import (
     to_markdown,
     write_signoff,
 )
-from soaklib.soak.sampler import sample_schema
-from soaklib.soak.soaks import EVENT_SCHEMA
-from soaklib.store import PartWriter, atomic_write_json, finish_manifest, load_run, start_manifest, write_table
+from soaklib.observe.sampler import sample_schema
+from soaklib.soak.harness import EVENT_SCHEMA
+from soaklib.parts import PartWriter
+from soaklib.runs import load_run
+from soaklib.store import atomic_write_json, finish_manifest, start_manifest, write_table
 
 MIB = 2**20
 

@@ -15,7 +15,7 @@ import pytest
 
 from soaklib.sim.llm_server import serve_in_thread
 from soaklib.sim.watcher import main as watcher_main
-from soaklib.soak.injector import bootstrap_history, inject_draws
+from soaklib.watcher.draws import bootstrap_history, inject_draws
 
 DEAD_LLM = "http://127.0.0.1:9"  # nothing listens on the discard port: connection refused
 

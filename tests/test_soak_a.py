@@ -16,8 +16,8 @@ import pytest
 
 from soaklib.params import SoakParams, load_params
 from soaklib.report.signoff import write_signoff
-from soaklib.soak.gpu import gpu_inventory
-from soaklib.soak.soaks import run_soak
+from soaklib.observe.gpu import gpu_inventory
+from soaklib.soak.harness import run_soak
 from soaklib.runs import load_run
 from tests.conftest import PYTHON, REPO
 

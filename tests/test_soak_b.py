@@ -11,9 +11,9 @@ import pytest
 
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
-from soaklib.soak.protocol import PROFILES, QueueState
-from soaklib.soak.queue_soak import PLAN_MIX, QueueLedger, QueueSoak, Staged, expand_mix
-from soaklib.soak.soaks import run_soak
+from soaklib.watcher.protocol import PROFILES, QueueState
+from soaklib.soak.drivers.queue import PLAN_MIX, QueueLedger, QueueSoak, Staged, expand_mix
+from soaklib.soak.harness import run_soak
 from soaklib.runs import load_run
 from soaklib.store import read_table
 

@@ -14,10 +14,10 @@ import pytest
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
 from soaklib.prng import draw_values
-from soaklib.soak.loop_soak import LoopCounters, convergence_points
-from soaklib.soak.operator_files import AfterSoak, OperatorFiles, enable_test_mode
-from soaklib.soak.protocol import PROFILES
-from soaklib.soak.soaks import run_soak
+from soaklib.soak.drivers.loop import LoopCounters, convergence_points
+from soaklib.watcher.operator_files import AfterSoak, OperatorFiles, enable_test_mode
+from soaklib.watcher.protocol import PROFILES
+from soaklib.soak.harness import run_soak
 from soaklib.runs import load_run
 from soaklib.store import read_table
 from tests.conftest import REPO
@@ -91,7 +91,7 @@ def test_short_soak_counts_cycles_converges_and_restores(tmp_path):
 SIGINT_SCRIPT = """
 import json, sys
 from soaklib.params import SoakParams, load_params
-from soaklib.soak.soaks import run_soak
+from soaklib.soak.harness import run_soak
 r = run_soak(load_params(SoakParams, overrides=json.loads(sys.argv[1])))
 print("interrupted" if r.interrupted else "finished", flush=True)
 """

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from soaklib.errors import ParameterError, TargetError
-from soaklib.soak.target import Target, find_matching
+from soaklib.proc.target import Target, find_matching
 
 PY = sys.executable
 

@@ -26,10 +26,10 @@ import psutil
 
 from soaklib.errors import ParameterError, TargetError
 from soaklib.params import SoakParams
-from soaklib.soak.gpu import gpu_inventory
-from soaklib.soak.protocol import Profile, get_profile
-from soaklib.soak.sampler import HealthProbe
-from soaklib.soak.target import Target, find_matching
+from soaklib.observe.gpu import gpu_inventory
+from soaklib.watcher.protocol import Profile, get_profile
+from soaklib.observe.sampler import HealthProbe
+from soaklib.proc.target import Target, find_matching
 from soaklib.store import MANIFEST, run_dir_for, utc_stamp
 
 REFERENCE_HALT_FILE = "agent_halt"  # project-local: the operator's /tmp/agent_halt is never touched

@@ -28,11 +28,11 @@ import pyarrow as pa
 from soaklib.errors import ParameterError, ProtocolError, TargetError
 from soaklib.params import SoakParams, to_dict
 from soaklib.soak import preflight as pf
-from soaklib.soak.gpu import GpuReader
+from soaklib.observe.gpu import GpuReader
 from soaklib.soak.preflight import REFERENCE_MODULE, RunPlan, environment, plan_run, target_argv
-from soaklib.soak.protocol import Profile, log_paths
-from soaklib.soak.sampler import HealthProbe, Sampler, Ticker
-from soaklib.soak.target import HaltResult, Target
+from soaklib.watcher.protocol import Profile, log_paths
+from soaklib.observe.sampler import HealthProbe, Sampler, Ticker
+from soaklib.proc.target import HaltResult, Target
 from soaklib.parts import PartWriter, compact_parts, read_parts
 from soaklib.store import atomic_write_json, finish_manifest, start_manifest, utc_now, write_table
 
@@ -122,8 +122,8 @@ class SoakResult:
     error: str | None = None
 
 
-_DRIVERS = {"a": ("soaklib.soak.endurance", "EnduranceSoak"), "b": ("soaklib.soak.queue_soak", "QueueSoak"),
-            "c": ("soaklib.soak.loop_soak", "LoopSoak")}
+_DRIVERS = {"a": ("soaklib.soak.drivers.endurance", "EnduranceSoak"), "b": ("soaklib.soak.drivers.queue", "QueueSoak"),
+            "c": ("soaklib.soak.drivers.loop", "LoopSoak")}
 
 
 def driver_for(soak: str) -> Driver:

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 import pyarrow as pa
 
 from soaklib.errors import ParameterError
-from soaklib.soak.gpu import GpuReader
-from soaklib.soak.sampler import ProcessTree, Ticker, process_tree_metrics, sample_schema
-from soaklib.soak.target import Target
+from soaklib.observe.gpu import GpuReader
+from soaklib.observe.sampler import ProcessTree, Ticker, process_tree_metrics, sample_schema
+from soaklib.proc.target import Target
 from soaklib.parts import PartWriter
 from soaklib.store import finish_manifest, start_manifest, utc_now
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from soaklib.errors import ProtocolError
-from soaklib.soak.protocol import (
+from soaklib.watcher.protocol import (
     Profile,
     build_request,
     classify,
@@ -29,7 +29,7 @@ from soaklib.soak.protocol import (
     request_key,
     write_request,
 )
-from soaklib.soak.readers import IncrementalReader
+from soaklib.observe.readers import IncrementalReader
 
 PROBE_SOURCE = "soak_protocol_check"
 PROBE_PREFIX = "soak_check"

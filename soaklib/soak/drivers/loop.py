@@ -28,16 +28,16 @@ import pandas as pd
 
 from soaklib.analysis import convergence_trend
 from soaklib.prng import draw_values
-from soaklib.soak import injector
-from soaklib.soak.injector import bootstrap_history, inject_draws
-from soaklib.soak.protocol import Profile, classify, dispatch_type_of, parse_decision_line
-from soaklib.soak.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
-from soaklib.soak.protocol_check import ProtocolCheck, is_probe_entry, timeout_for
-from soaklib.soak.readers import IncrementalReader, StatCache, check_probe, count_files, json_probe
+from soaklib.watcher import draws as injector
+from soaklib.watcher.draws import bootstrap_history, inject_draws
+from soaklib.watcher.protocol import Profile, classify, dispatch_type_of, parse_decision_line
+from soaklib.watcher.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
+from soaklib.watcher.check import ProtocolCheck, is_probe_entry, timeout_for
+from soaklib.observe.readers import IncrementalReader, StatCache, check_probe, count_files, json_probe
 from soaklib.store import write_table
 
 if TYPE_CHECKING:
-    from soaklib.soak.soaks import SoakContext
+    from soaklib.soak.harness import SoakContext
 
 BACKUP_DIR = "operator_backup"
 LOOP_TABLE = "loop.parquet"

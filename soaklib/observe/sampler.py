@@ -1,8 +1,8 @@
 """One sample of everything a soak watches, at a cost that does not grow with the logs.
 
-Growing files are read incrementally (:mod:`soaklib.soak.readers`); JSON files of the target
+Growing files are read incrementally (:mod:`soaklib.observe.readers`); JSON files of the target
 are re-parsed only when their stat changes; the process tree is read from ``/proc``, only
-new processes in full (:mod:`soaklib.soak.proctree`); LLM health is probed on its own
+new processes in full (:mod:`soaklib.proc.tree`); LLM health is probed on its own
 cadence in a thread. A metric that
 cannot be read is null in that row and its reason is noted once (``Sampler.notes``): nothing
 the target does makes a sample raise. The schedule runs on absolute monotonic deadlines
@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from soaklib.errors import ParameterError
 from soaklib.params import SamplingParams
-from soaklib.soak.proctree import (
+from soaklib.proc.tree import (
     TREE_KEYS,
     ParentTable,
     ProcessTree,
@@ -35,8 +35,8 @@ from soaklib.soak.proctree import (
     proc_statm,
     process_tree_metrics,
 )
-from soaklib.soak.protocol import Profile
-from soaklib.soak.readers import (
+from soaklib.watcher.protocol import Profile
+from soaklib.observe.readers import (
     REDUCES,
     DecisionLogTail,
     IncrementalReader,

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from soaklib.errors import ParameterError
 from soaklib.redact import redact
-from soaklib.soak.protocol import DecisionCounters, Profile, parse_decision_line
+from soaklib.watcher.protocol import DecisionCounters, Profile, parse_decision_line
 
 MAX_READ_BYTES = 16 << 20  # per reader per call: a burst is read over several ticks
 MAX_LINE_BYTES = 1 << 20  # a longer unterminated line is emitted as is

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from soaklib.errors import ParameterError
-from soaklib.soak.protocol import (
+from soaklib.watcher.protocol import (
     Profile,
     QueueState,
     build_request,
@@ -35,13 +35,13 @@ from soaklib.soak.protocol import (
     scan_queue,
     write_request,
 )
-from soaklib.soak.operator_files import AfterSoak
-from soaklib.soak.protocol_check import ProtocolCheck, entry_source, is_probe_entry, timeout_for
-from soaklib.soak.readers import IncrementalReader
+from soaklib.watcher.operator_files import AfterSoak
+from soaklib.watcher.check import ProtocolCheck, entry_source, is_probe_entry, timeout_for
+from soaklib.observe.readers import IncrementalReader
 from soaklib.store import utc_now, write_table
 
 if TYPE_CHECKING:
-    from soaklib.soak.soaks import SoakContext
+    from soaklib.soak.harness import SoakContext
 
 SOURCE = "soak_test_B"
 PREFIX = "soak_B"

@@ -1,0 +1,1 @@
+"""Processes: starting, attaching to, halting and killing a target; its process tree."""
