@@ -65,3 +65,40 @@ def test_short_inputs_are_safe(n):
 def test_missing_values_dropped_and_unsorted_x_sorted():
     r = convergence_trend([3, 1, 2, 0, 4], [0.4, 0.2, None, 0.1, 0.5])
     assert r["n"] == 4 and r["first"] == 0.1 and r["last"] == 0.5
+
+
+# --------------------------------------------------------------------------- isotonic fit (the curve drawn)
+
+
+def test_isotonic_fit_of_a_step_is_the_step_where_theil_sen_is_flat():
+    from soaklib.analysis.convergence import isotonic_fit
+
+    x = np.arange(1.0, 25.0)
+    y = np.where(x >= 8, 1.0, 0.0)  # hit rate 0 until cycle 7, then 1
+    assert convergence_trend(x, y)["slope"] == 0.0  # the straight line misdescribes the step
+    fx, fy = isotonic_fit(x, y)
+    assert list(fx) == list(x) and list(fy) == list(y)
+
+
+def test_isotonic_fit_pools_violators_to_their_mean():
+    from soaklib.analysis.convergence import isotonic_fit
+
+    fx, fy = isotonic_fit([1, 2, 3, 4], [1.0, 3.0, 2.0, 4.0])
+    assert list(fx) == [1.0, 2.0, 3.0, 4.0] and list(fy) == [1.0, 2.5, 2.5, 4.0]
+    _, down = isotonic_fit([1, 2, 3], [3.0, 2.0, 1.0])
+    assert list(down) == [2.0, 2.0, 2.0]  # decreasing data: the best non-decreasing fit is the mean
+    _, kept = isotonic_fit([1, 2, 3], [3.0, 2.0, 1.0], increasing=False)
+    assert list(kept) == [3.0, 2.0, 1.0]
+
+
+def test_isotonic_fit_ties_missing_values_and_empty_input():
+    from soaklib.analysis.convergence import isotonic_fit
+
+    fx, fy = isotonic_fit([1, 1, 2], [0.0, 2.0, 0.0])  # equal x: one value, weighted by its points
+    assert list(fx) == [1.0, 2.0] and fy == pytest.approx([2 / 3, 2 / 3])
+    fx, fy = isotonic_fit([1, 2, 3], [0.0, float("nan"), 1.0])
+    assert list(fx) == [1.0, 3.0] and list(fy) == [0.0, 1.0]
+    fx, fy = isotonic_fit([], [])
+    assert fx.size == 0 and fy.size == 0
+    fx, fy = isotonic_fit([5], [0.3])
+    assert list(fy) == [0.3]

@@ -180,3 +180,38 @@ def test_interval_is_judged_at_both_ends() -> None:
     assert judge(300.0, (280.0, 320.0))["status"] == "FAIL"  # a clear leak
     assert judge(1.0, (0.0, 2.0))["status"] == "PASS"  # clearly flat
     assert judge(65.6, (float("nan"), 1.0))["status"] == "FAIL"  # no usable interval: the point estimate
+
+
+# --------------------------------------------------------------------------- count bounds and notes
+
+
+def test_a_count_bound_is_never_scaled_below_one_count():
+    """Soak C's 24 cycles in 60 s: the plan's ≥ 5 per 2 h is 0.0416 cycles for 60 s; a count
+    is judged in whole cycles, at least 1 (the note keeps the rate)."""
+    from soaklib.analysis.criteria import scaled_count
+
+    cycles = next(c for c in DEFAULT_CRITERIA["c"] if c.metric == "cycles")
+    assert cycles.count is True
+    row = evaluate([cycles], {"cycles": 24}, duration_h=60 / 3600)[0]
+    assert (row["pass_bound"], row["fail_bound"], row["status"], row["direction"]) == (1, 1, "PASS", "min")
+    assert "60 s run" in row["note"] and "0.0417" in row["note"] and "≥ 2.5 / < 0.5 cycles/h" in row["note"]
+    assert "whole cycles: ≥ 1 / < 1" in row["note"] and "0.00 h" not in row["note"]
+    assert evaluate([cycles], {"cycles": 0}, duration_h=60 / 3600)[0]["status"] == "FAIL"
+    hour = evaluate([cycles], {"cycles": 2}, duration_h=1.0)[0]  # 2.5 needed → 3 whole cycles
+    assert (hour["pass_bound"], hour["fail_bound"], hour["status"]) == (3, 1, "WARN")
+    assert (scaled_count(2.5, "min", 5), scaled_count(0.04, "min", 5), scaled_count(0.3, "max", 2),
+            scaled_count(2.7, "max", 2), scaled_count(4.0, "min", 5), scaled_count(0.3, "max", 0)) == (3, 1, 1, 2, 4, 0)
+
+
+def test_scaled_notes_read_the_runs_length_and_the_directions():
+    mem = DEFAULT_CRITERIA["a"][0]
+    row = evaluate([mem], {"memory_growth_mb": 0.01}, duration_h=1.8 / 3600)[0]
+    assert "scaled to this 1.8 s run" in row["note"] and "bounds ≤ 50 / > 200 MiB stated for 4 h" in row["note"]
+    assert "rates ≤ 12.5 / > 50 MiB/h" in row["note"]
+    assert evaluate([mem], {"memory_growth_mb": 1.0}, duration_h=2.0)[0]["note"].count("2.0 h run") == 1
+
+
+def test_a_missing_observation_carries_no_triage():
+    row = evaluate([MAX], {})[0]
+    assert row["status"] == "FAIL" and row["triage"] == ""  # nothing measured for the leak triage to explain
+    assert evaluate([MAX], {"m": 500})[0]["triage"] == "look here"

@@ -3,6 +3,11 @@
 Method: Theil–Sen slope with a confidence interval (``scipy.stats.theilslopes``) and
 Kendall's tau with its two-sided p-value (``scipy.stats.kendalltau``) of ``y`` against
 ``x``; a target, when given, decides ``converged`` and ``x_to_target``.
+
+A straight line does not describe a hit rate that steps from 0 to 1 (the Theil–Sen slope
+of a step is 0: most pairs of points lie on the same side of it), so the curve to draw is
+``isotonic_fit``: the least-squares monotone fit (pool-adjacent-violators), which follows
+a step as a step and a ramp as a ramp.
 """
 from __future__ import annotations
 
@@ -75,3 +80,35 @@ def convergence_trend(
             f"(scipy.stats.kendalltau, two-sided, trend when p < {alpha:g})"
         ),
     }
+
+
+ISOTONIC_METHOD = "isotonic fit (least-squares monotone, pool-adjacent-violators)"
+
+
+def isotonic_fit(x: Any, y: Any, *, increasing: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares monotone fit of ``y`` over ``x`` (pool-adjacent-violators).
+
+    Returns ``(x, fitted)`` with the distinct x values in order: ``fitted`` is non-decreasing (``increasing``) or
+    non-increasing, and minimises the squared error among such sequences; a monotone
+    input is returned unchanged, a step stays a step, and a violating pair is pooled to
+    its mean. Points with equal x are fitted to one value. Pairs with a missing value are
+    dropped; no points give two empty arrays.
+    """
+    xs, ys = _clean(x, y)
+    if xs.size == 0:
+        return xs, ys
+    sign = 1.0 if increasing else -1.0
+    ux, first = np.unique(xs, return_index=True)
+    counts = np.diff(np.append(first, xs.size)).astype(float)
+    sums = np.add.reduceat(ys * sign, first)
+    blocks: list[list[float]] = []  # [sum, weight, n_unique_x]
+    for total, weight in zip(sums, counts):
+        blocks.append([float(total), float(weight), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            t, w, n = blocks.pop()
+            blocks[-1][0] += t
+            blocks[-1][1] += w
+            blocks[-1][2] += n
+    fitted_unique = np.concatenate([np.full(int(n), t / w) for t, w, n in blocks]) * sign
+    return ux, fitted_unique
+

@@ -14,8 +14,11 @@ with the triage hints of its section 7. Status rules, by ``direction``:
 A bound given as a string names another observation (``"staged"``: N of N staged). A
 bound with ``per_hours`` is stated for a run of that many hours; with the run's
 ``duration_h`` both bounds are scaled by ``duration_h / per_hours``, which is judging the
-observed rate: a short run is neither waved through nor failed for being short.
-A missing observation is FAIL, unless the criterion is ``optional`` (then SKIP).
+observed rate: a short run is neither waved through nor failed for being short. A
+``count`` criterion (whole things: cycles) keeps its scaled bounds whole and at least 1
+(``ceil`` for ``min``, ``floor`` for ``max``), never a fraction of a cycle.
+A missing observation is FAIL, unless the criterion is ``optional`` (then SKIP); its row
+carries no triage (nothing was measured that the triage could explain).
 An observation estimated with a confidence interval (``intervals``: metric → (low, high),
 e.g. a Theil–Sen slope) is judged at both ends: PASS only if the whole interval passes,
 FAIL only if the whole interval fails, otherwise WARN ("inconclusive: run longer") — so a
@@ -32,11 +35,13 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from soaklib.analysis.units import SECONDS_PER_HOUR, bound_text, format_duration
 from soaklib.errors import ParameterError
 
 Direction = Literal["max", "min", "eq", "in"]
 STATUSES = ("PASS", "WARN", "FAIL", "SKIP")
-ROW_KEYS = ("metric", "label", "observed", "unit", "pass_bound", "fail_bound", "status", "note", "triage")
+ROW_KEYS = ("metric", "label", "observed", "unit", "pass_bound", "fail_bound", "status", "note", "triage",
+            "direction")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Criterion:
     per_hours: float | None = None  # the bounds are stated for a run of this many hours
     triage: str = ""  # what to look at next when it does not pass
     optional: bool = False  # the observation may be unavailable (e.g. no GPU): None → SKIP
+    count: bool = False  # whole things (cycles): scaled bounds stay whole counts, at least 1
 
     def check(self) -> "Criterion":
         """Raise ParameterError when the bounds contradict the direction."""
@@ -128,7 +134,9 @@ DEFAULT_CRITERIA: dict[str, list[Criterion]] = {
         Criterion("pending", "Requests pending after test: 0 (fail: any stuck)", "requests", 0, 0, "eq",
                   triage=_QUEUE_TRIAGE),
         Criterion("duplicates", "Duplicate processing: 0 (fail: any duplicates)", "requests", 0, 0, "eq",
-                  triage=_QUEUE_TRIAGE),
+                  triage="A request was dispatched more than once: check that the daemon archives a request "
+                  "before (or atomically with) dispatching it and that a re-scan of watcher_requests/ mid-cycle "
+                  "cannot pick it up again; the requests are named in the signoff (observed.details)."),
         Criterion("misrouted", "Correct routing: selfplay → selfplay, learn → learn (fail: misrouted)",
                   "requests", 0, 0, "eq", triage="Compare each archived request's type with the decision "
                   "log's dispatch_type for it; check the protocol profile's request_type names."),
@@ -140,7 +148,7 @@ DEFAULT_CRITERIA: dict[str, list[Criterion]] = {
     ],
     "c": [
         Criterion("cycles", "Completed cycles: ≥ 5 over 2 hours (fail: 0 or stuck)", "cycles", 5, 1, "min",
-                  per_hours=2.0, triage="Cycles stalled: check draws are injected (new_draw.flag), that the "
+                  per_hours=2.0, count=True, triage="Cycles stalled: check draws are injected (new_draw.flag), that the "
                   "daemon is not HALTED (daemon_state.json) and the last decision-log lines."),
         Criterion("draws_ingested_delta", "Draws ingested: matches injection rate (± 2) (fail: missing or duplicated)",
                   "draws", 2, 2, "max", triage="Compare lottery_history.json with the injector's events: "
@@ -169,7 +177,7 @@ DEFAULT_CRITERIA: dict[str, list[Criterion]] = {
     ],
 }
 
-OVERRIDE_KEYS = ("label", "unit", "pass_bound", "fail_bound", "direction", "per_hours", "triage", "optional")
+OVERRIDE_KEYS = ("label", "unit", "pass_bound", "fail_bound", "direction", "per_hours", "triage", "optional", "count")
 
 
 def _is_num(x: Any) -> bool:
@@ -261,6 +269,34 @@ def _judge(c: Criterion, obs: Any, p: Any, f: Any) -> str:
     return "PASS" if x >= p else ("FAIL" if x < f else "WARN")
 
 
+def scaled_count(bound: float, direction: str, stated: float) -> int:
+    """A count bound scaled to a run, kept whole: ``ceil`` for ``min``, ``floor`` for ``max``;
+    at least 1 when the stated bound is at least 1 (never a fraction of what can be counted)."""
+    whole = math.ceil(bound - 1e-9) if direction == "min" else math.floor(bound + 1e-9)
+    return int(max(whole, 1 if stated >= 1 else 0))
+
+
+def _scale(c: Criterion, p: float, f: float, duration_h: float) -> tuple[float, float, str]:
+    """Bounds stated for ``c.per_hours`` scaled to a run of ``duration_h`` hours, and the note saying so."""
+    per = float(c.per_hours or 1.0)
+    scale = duration_h / per
+    sp, sf = p * scale, f * scale
+    run = format_duration(duration_h * SECONDS_PER_HOUR)
+    pass_t, fail_t = bound_text(p, c.direction, kind="pass"), bound_text(f, c.direction, kind="fail")
+    rates = (f"rates {bound_text(p / per, c.direction, kind='pass')} / "
+             f"{bound_text(f / per, c.direction, kind='fail')} {c.unit}/h")
+    if c.count:
+        wp, wf = scaled_count(sp, c.direction, p), scaled_count(sf, c.direction, f)
+        note = (f"bounds {pass_t} / {fail_t} {c.unit} stated for {per:g} h; for this {run} run {sp:.3g} / "
+                f"{sf:.3g} {c.unit} at the same rate ({rates}), judged as whole {c.unit}: "
+                f"{bound_text(wp, c.direction, kind='pass')} / {bound_text(wf, c.direction, kind='fail')}")
+        return wp, wf, note
+    note = (f"bounds {pass_t} / {fail_t} {c.unit} stated for {per:g} h, scaled to this {run} run as "
+            f"{bound_text(sp, c.direction, kind='pass')} / {bound_text(sf, c.direction, kind='fail')} "
+            f"{c.unit} ({rates})")
+    return sp, sf, note
+
+
 def evaluate(
     criteria: Sequence[Criterion],
     observed: Mapping[str, Any],
@@ -283,13 +319,8 @@ def evaluate(
         notes = [n for n in (note_p, note_f) if n]
         if c.per_hours is not None and _is_num(p) and _is_num(f):
             if duration_h is not None and duration_h > 0:
-                scale = duration_h / c.per_hours
-                notes.append(
-                    f"bounds {p:g} / {f:g} {c.unit} stated for {c.per_hours:g} h, scaled to this {duration_h:.2f} h "
-                    f"run as {p * scale:.3g} / {f * scale:.3g} {c.unit} (rates {p / c.per_hours:.3g} / "
-                    f"{f / c.per_hours:.3g} {c.unit}/h)"
-                )
-                p, f = p * scale, f * scale
+                p, f, note = _scale(c, p, f, duration_h)
+                notes.append(note)
             else:
                 notes.append(f"run duration unknown: bounds for {c.per_hours:g} h applied unscaled")
         if obs is None:
@@ -308,6 +339,7 @@ def evaluate(
                 status = ends.pop() if len(ends) == 1 else "WARN"
                 if status == "WARN":
                     notes.append(f"inconclusive: 95% interval {ci[0]:.3g} … {ci[1]:.3g} {c.unit} spans the bounds; run longer")
+        missing = obs is None and not c.optional
         rows.append(
             {
                 "metric": c.metric,
@@ -318,7 +350,8 @@ def evaluate(
                 "fail_bound": list(f) if isinstance(f, tuple) else f,
                 "status": status,
                 "note": "; ".join(notes),
-                "triage": c.triage if status in ("WARN", "FAIL") else "",
+                "triage": c.triage if status in ("WARN", "FAIL") and not missing else "",
+                "direction": c.direction,
             }
         )
     return rows

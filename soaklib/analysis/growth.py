@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from soaklib.analysis.units import format_duration
 from soaklib.errors import ParameterError
 
 MIB = 2**20  # bytes per MiB: the meaning of every *_mb name
@@ -188,7 +189,7 @@ def _fit(t_s: Any, values: Any, warmup_s: float, bin_s: float | None, confidence
     slope, intercept, low, high = _theil_sen(tb, vb, confidence)
     duration_s = float(t[-1] - t[0]) if t.size else 0.0
     binning = f"medians of {tb.size} bins of {used_bin_s:.3g} s" if used_bin_s else f"{tb.size} unbinned samples"
-    warm = f" after {warmup_s:g} s warm-up" if warmup_s else ""
+    warm = f" after {format_duration(warmup_s)} warm-up" if warmup_s else ""
     method = f"Theil-Sen slope (scipy.stats.theilslopes, {confidence:.0%} CI) on {binning}{warm}"
     result = SlopeResult(
         slope_per_s=slope,
