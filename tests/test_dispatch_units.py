@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from soaklib.dispatch.dx_runner import as_int, parse_check, parse_kv, parse_report, parse_started, preflight_failures
-from soaklib.dispatch.job import Attempt, classify_failure, is_transient, model_policy_violation
+from soaklib.dispatch.job import Attempt, JobOutcome, JobSpec, classify_failure, is_transient, model_policy_violation
+from soaklib.dispatch.policy import REASON_CODES, transient
 from soaklib.redact import redact
 
 PREFLIGHT_FAILED = """=== dx-runner preflight: cc-glm ===
@@ -64,6 +65,22 @@ def test_failure_classification_and_transience() -> None:
     assert not is_transient(Attempt(0, reason_code="auth_error", runner_reason_code="process_exit_with_rc"))
     assert not is_transient(Attempt(0, reason_code="model_policy_violation"))
     assert not is_transient(Attempt(0, success=True))
+    assert "interrupted" in REASON_CODES and not transient("interrupted", "gemini_capacity_exhausted")
+    assert not is_transient(Attempt(0, status="interrupted", reason_code="interrupted"))
+
+
+def test_job_latency_and_waits_span_every_attempt() -> None:
+    spec = JobSpec("r-r1-gemini-0", "gemini", "echo_ok", "p", "OK", "m", "/tmp/agents/r/repo", 1, 0)
+    first = Attempt(0, reason_code="model_unavailable", latency_ms=900.0, t_first_mono=100.0, t_start_mono=100.5,
+                    cap_waits=2, cap_wait_s=0.5)  # fmt: skip
+    last = Attempt(1, success=True, latency_ms=700.0, t_first_mono=103.0, t_start_mono=103.0, backoff_s=1.0)
+    job = JobOutcome(spec, [first, last])
+    assert job.job_latency_ms == (103.0 - 100.0) * 1000 + 700.0  # first start call → final exit
+    assert job.cap_backoffs == 2 and job.waits() == {"cap_wait_s": 0.5, "retry_wait_s": 1.0, "wait_s": 1.5}
+    d = job.to_seed_dict()
+    assert d["latency_ms"] == 700 and d["job_latency_ms"] == 3700 and d["retries"] == 1
+    assert [a["attempt"] for a in d["attempts"]] == [0, 1] and d["attempts"][0]["cap_backoffs"] == 2
+    assert JobOutcome(spec, [Attempt(0, status="wait_timeout")]).job_latency_ms is None
 
 
 def test_redaction_of_secrets() -> None:

@@ -3,7 +3,6 @@ classify; retries for transient failures. Every attempt becomes a row of ``jobs.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,27 +11,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from soaklib.dispatch.dx_runner import TERMINAL_STATES, CheckResult, DxRunner, as_int
+from soaklib.dispatch.policy import (  # noqa: F401 - REASON_CODES re-exported: the job's vocabulary
+    REASON_CODES,
+    classify_failure,
+    model_policy_violation,
+    transient,
+)
 from soaklib.redact import redact
 from soaklib.store import utc_now
 
-#: The seed's reason codes plus the ones DESIGN.md section 3 adds.
-REASON_CODES = (
-    "model_unavailable",
-    "auth_error",
-    "permission_denied",
-    "start_failed",
-    "wait_timeout",
-    "executor_exception",
-    "model_policy_violation",
-    "stalled",
-    "no_op",
-    "runner_error",
-)
-NON_TRANSIENT = frozenset({"auth_error", "permission_denied", "model_policy_violation", "no_op"})
-_TRANSIENT_RUNNER = re.compile(r"(?i)(rate_?limit|capacity|concurrency|overload|timeout|temporar)")
-_AUTH = re.compile(r"(?i)(\b40[13]\b|unauthori[sz]ed|forbidden|verify your account|auth|api key|credential|quota)")
-_MODEL = re.compile(r"(?i)(model\b.*\b(unavailable|not found|not available)|model_unavailable|capacity|overloaded)")
-_PERM = re.compile(r"(?i)(permission denied|DENIED|worktree|EACCES|read-only file system)")
 MAX_UNPARSEABLE_CHECKS = 3
 CAP_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -74,7 +61,41 @@ class Attempt:
     stdout: str = ""
     raw_outcome: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] | None = None
-    cap_waits: int = 0
+    cap_waits: int = 0  # exit-26 (concurrency cap) refusals of ``start`` before this attempt launched
+    cap_wait_s: float = 0.0  # seconds waited on those refusals
+    backoff_s: float = 0.0  # seconds waited before this attempt (retry backoff; 0 for attempt 0)
+    first_start_at: datetime | None = None  # the attempt's first ``start`` call (``started_at``: the one that launched)
+    t_first_mono: float | None = None  # monotonic time of the first ``start`` call
+    t_start_mono: float | None = None  # monotonic time of the launching ``start`` call
+
+    def as_dict(self) -> dict[str, Any]:
+        """The attempt as a JSON row (``jobs[k].attempts[i]``); times UTC ISO, latency in ms."""
+        return {
+            "attempt": self.attempt,
+            "success": self.success,
+            "status": self.status,
+            "reason_code": self.reason_code,
+            "runner_reason_code": self.runner_reason_code,
+            "selected_model": self.selected_model,
+            "exit_code": self.exit_code,
+            "latency_ms": _ms(self.latency_ms),
+            "latency_source": self.latency_source,
+            "first_start_at": _iso(self.first_start_at),
+            "started_at": _iso(self.started_at),
+            "completed_at": _iso(self.completed_at),
+            "backoff_s": round(self.backoff_s, 3),
+            "cap_backoffs": self.cap_waits,
+            "cap_wait_s": round(self.cap_wait_s, 3),
+            "detail": self.detail[-500:],
+        }
+
+
+def _ms(v: float | None) -> int | None:
+    return None if v is None else int(round(v))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
 
 
 @dataclass
@@ -88,8 +109,33 @@ class JobOutcome:
     def final(self) -> Attempt:
         return self.attempts[-1]
 
+    @property
+    def job_latency_ms(self) -> float | None:
+        """The whole job: its first ``start`` call to the final attempt's provider exit, with
+        every failed attempt, retry backoff and concurrency-cap wait in between (monotonic
+        offsets plus the final attempt's ``latency_ms``); None when the final one has none."""
+        first, a = self.attempts[0], self.final
+        if a.latency_ms is None or a.t_start_mono is None or first.t_first_mono is None:
+            return None
+        return (a.t_start_mono - first.t_first_mono) * 1000.0 + a.latency_ms
+
+    @property
+    def cap_backoffs(self) -> int:
+        """Exit-26 refusals of ``start`` over all attempts."""
+        return sum(a.cap_waits for a in self.attempts)
+
+    def waits(self) -> dict[str, float]:
+        """Seconds waited by the job: on the concurrency cap, between attempts, in all."""
+        cap = sum(a.cap_wait_s for a in self.attempts)
+        retry = sum(a.backoff_s for a in self.attempts)
+        return {"cap_wait_s": round(cap, 3), "retry_wait_s": round(retry, 3), "wait_s": round(cap + retry, 3)}
+
     def to_seed_dict(self) -> dict[str, Any]:
-        """The seed's JobResult fields (plus ``runner_reason_code``, ``latency_source``, ``detail``)."""
+        """The seed's JobResult fields, plus (added keys) ``runner_reason_code``, ``latency_source``,
+        ``job_latency_ms``, ``attempts`` (one row per attempt), ``cap_backoffs`` and the waits.
+
+        ``latency_ms`` keeps its meaning: the final attempt, from the ``start`` call that
+        launched it to the provider's exit."""
         a = self.final
         return {
             "job_spec": asdict(self.spec),
@@ -99,7 +145,7 @@ class JobOutcome:
             "runner_reason_code": a.runner_reason_code,
             "selected_model": a.selected_model,
             "fallback_reason": a.fallback_reason,
-            "latency_ms": None if a.latency_ms is None else int(round(a.latency_ms)),
+            "latency_ms": _ms(a.latency_ms),
             "latency_source": a.latency_source,
             "completion": a.completion,
             "retries": len(self.attempts) - 1,
@@ -107,51 +153,21 @@ class JobOutcome:
             "exit_code": a.exit_code,
             "stdout": a.stdout,
             "stderr": a.detail,
-            "started_at": a.started_at.isoformat() if a.started_at else None,
-            "completed_at": a.completed_at.isoformat() if a.completed_at else None,
+            "started_at": _iso(a.started_at),
+            "completed_at": _iso(a.completed_at),
             "raw_outcome": a.raw_outcome,
             "stop": a.stop,
+            "job_latency_ms": _ms(self.job_latency_ms),
+            "first_started_at": _iso(self.attempts[0].first_start_at or self.attempts[0].started_at),
+            "attempts": [x.as_dict() for x in self.attempts],
+            "cap_backoffs": self.cap_backoffs,
+            **self.waits(),
         }
-
-
-def model_policy_violation(selected: str | None, fallback: str | None, canonical: str) -> str | None:
-    """Why the model policy fails (None when it holds): canonical model, no zai/alias fallback."""
-    if selected and selected.startswith("zai-coding-plan/"):
-        return f"selected model {selected} is a zai-coding-plan fallback (canonical {canonical})"
-    if fallback and "alias_for=" in fallback:
-        return f"fallback_reason {fallback} (canonical {canonical})"
-    if selected is None:
-        return f"no selected_model reported (canonical {canonical})"
-    if selected != canonical:
-        return f"selected model {selected} is not the canonical {canonical}"
-    return None
-
-
-def classify_failure(state: str | None, runner_reason: str | None, detail: str) -> str:
-    """Map a runner state + reason + detail text to one of ``REASON_CODES``."""
-    text = f"{runner_reason or ''} {detail}"
-    if state == "stalled":
-        return "stalled"
-    if state == "no_op":
-        return "no_op"
-    if state == "blocked" or _PERM.search(runner_reason or ""):
-        return "permission_denied"
-    if _MODEL.search(text):
-        return "model_unavailable"
-    if _AUTH.search(text) or (runner_reason and "rate_limit" in runner_reason):
-        return "auth_error"
-    if _PERM.search(detail):
-        return "permission_denied"
-    return "runner_error"
 
 
 def is_transient(a: Attempt) -> bool:
     """Worth another attempt: not auth / permission / model policy, or a rate or capacity limit."""
-    if a.success:
-        return False
-    if a.runner_reason_code and _TRANSIENT_RUNNER.search(a.runner_reason_code):
-        return True
-    return a.reason_code not in NON_TRANSIENT
+    return not a.success and transient(a.reason_code, a.runner_reason_code)
 
 
 class JobRunner:
@@ -184,9 +200,13 @@ class JobRunner:
         """All attempts of one job (1 + retries for transient failures)."""
         attempts: list[Attempt] = []
         for n in range(self.max_retries + 1):
+            waited_s = 0.0
             if n:
+                t0 = time.monotonic()
                 self._sleep(self.retry_backoff_s * (2 ** (n - 1)))
+                waited_s = time.monotonic() - t0
             a = self.attempt(spec, prompt_file, n)
+            a.backoff_s = waited_s
             attempts.append(a)
             if on_attempt:
                 on_attempt(a)
@@ -200,7 +220,7 @@ class JobRunner:
     def attempt(self, spec: JobSpec, prompt_file: Path, n: int) -> Attempt:
         a = Attempt(attempt=n, started_at=utc_now())
         if self.runner.cancel.is_set():
-            a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
+            a.status, a.reason_code, a.detail = "interrupted", "interrupted", "interrupted before start"
             a.completed_at = a.started_at
             return a
         try:
@@ -222,7 +242,7 @@ class JobRunner:
         for wait_s in (*CAP_BACKOFF_S, *([CAP_BACKOFF_S[-1]] * 1000)):
             while not self._start_slots.acquire(timeout=0.25):
                 if self.runner.cancel.is_set():
-                    a.status, a.reason_code, a.detail = "interrupted", "executor_exception", "interrupted before start"
+                    a.status, a.reason_code, a.detail = "interrupted", "interrupted", "interrupted before start"
                     a.completed_at = utc_now()
                     return None, 0.0
             try:
@@ -231,9 +251,14 @@ class JobRunner:
                 s = self.runner.start(spec.beads_id, spec.provider, prompt_file, Path(spec.worktree))
             finally:
                 self._start_slots.release()
+            a.t_start_mono = s.t_call_mono
+            if a.first_start_at is None:
+                a.first_start_at, a.t_first_mono = a.started_at, s.t_call_mono
             if s.returncode == 26 and time.monotonic() + wait_s < deadline and not self.runner.cancel.is_set():
                 a.cap_waits += 1
+                t0 = time.monotonic()
                 self._sleep(wait_s)
+                a.cap_wait_s += time.monotonic() - t0
                 continue
             break
         if s.returncode == 0:
@@ -250,7 +275,7 @@ class JobRunner:
             a.reason_code = classify_failure(None, s.reason_code, s.output)
             a.reason_code = a.reason_code if a.reason_code in ("auth_error", "model_unavailable") else "start_failed"
         elif self.runner.cancel.is_set():
-            a.status, a.reason_code = "interrupted", "executor_exception"
+            a.status, a.reason_code = "interrupted", "interrupted"
         else:
             a.reason_code = "start_failed"
         return None, deadline
@@ -269,7 +294,7 @@ class JobRunner:
         while True:
             now = time.monotonic()
             if self.runner.cancel.is_set():
-                a.status, a.reason_code = "interrupted", "executor_exception"
+                a.status, a.reason_code = "interrupted", "interrupted"
                 a.detail = "interrupted before the job ended; job stopped"
                 self._stop(spec, a)
                 return
