@@ -348,3 +348,9 @@ def test_bad_configuration_is_a_usage_error(sim: Sim) -> None:
     sim.env["DX_SIM_SCENARIO"] = "bogus"
     proc = sim.run("preflight", "--provider", "gemini")
     assert proc.returncode == 2 and "DX_SIM_SCENARIO" in proc.stderr
+
+
+def test_version_is_the_runner_version_it_simulates(sim: Sim) -> None:
+    for module in (False, True):
+        proc = sim.run("--version", module=module)
+        assert proc.returncode == 0 and proc.stdout.strip() == "dx-runner 2.0.0 (soaklib simulator)"

@@ -368,6 +368,7 @@ def run_provider(cfg: sc.SimConfig, provider: str, beads: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dx-runner", description=f"dx-runner {VERSION} simulator")
+    parser.add_argument("--version", action="version", version=f"dx-runner {VERSION} (soaklib simulator)")
     sub = parser.add_subparsers(dest="command", required=True)
     pre = sub.add_parser("preflight", help="check a provider's runtime, auth and model")
     pre.add_argument("--provider", required=True)
