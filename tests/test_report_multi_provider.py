@@ -51,3 +51,33 @@ def test_markdown_explains_the_failure_and_escapes_table_cells() -> None:
     assert "auth_error (process_exit_with_rc)" in md
     assert "Verify your account \\| HTTP 403" in md  # a '|' in a detail does not break the table
     assert "![latency per provider](r/figures/latency.png)" in md
+
+
+def test_console_lines_never_put_a_success_word_beside_a_failure() -> None:
+    from soaklib.report.multi_provider import job_line
+
+    drift = _job("opencode", 0, False, 1200, "model_policy_violation") | {
+        "status": "no_op_success", "runner_reason_code": "outcome_exit_0", "selected_model": "zai-coding-plan/glm-5"}
+    line = job_line(drift)
+    assert line == ("  [opencode] echo_ok: FAIL model_policy_violation (runner state no_op_success, runner reason "
+                    "outcome_exit_0, model zai-coding-plan/glm-5, 1.20s)")  # fmt: skip
+    timeout = _job("gemini", 1, False, None, "wait_timeout") | {"status": "wait_timeout", "runner_reason_code": "check_timeout"}
+    assert job_line(timeout) == "  [gemini] echo_ok: FAIL wait_timeout (runner reason check_timeout, model m)"
+    assert job_line(_job("gemini", 0, True, 300)) == "  [gemini] echo_ok: OK (success, 0.30s)"
+
+
+def test_pass_rate_of_no_jobs_and_clean_after_retries() -> None:
+    from soaklib.report.multi_provider import clean_text, rate_text
+
+    assert rate_text(0, 0) == "n/a" and rate_text(3, 4) == "75.0%"
+    rs = {"retries": 2, "jobs_retried": 2, "failed_attempts": 2, "cap_backoffs": 1, "jobs_cap_backed_off": 1, "wait_s": 2.25}
+    assert clean_text({"all_clean": True, "retry_summary": rs}) == (
+        "Yes (after 2 retries on 2 jobs; 1 concurrency-cap backoff (exit 26) on 1 job; waited 2.2 s)")
+    assert clean_text({"all_clean": True, "retry_summary": {**rs, "retries": 0, "cap_backoffs": 0}}) == "Yes"
+    assert clean_text({"all_clean": True}) == "Yes" and clean_text({"all_clean": False, "retry_summary": rs}) == "No"
+
+
+def test_a_seed_format_json_still_renders() -> None:
+    md = to_markdown(EVIDENCE)  # no provenance, retries, latency_count or statuses: the older format
+    assert "**Runner:** dx-runner unknown, version unknown" in md and "older format" in md
+    assert "| 4 | 3 | 1 | 75.0% |" in md and "### Failed jobs, not in the percentiles: 1" in md
