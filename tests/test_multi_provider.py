@@ -30,6 +30,7 @@ PARQUET_COLUMNS = [
     "status", "reason_code", "runner_reason_code", "success", "completion", "retries", "latency_ms",
     "latency_source", "started_at", "completed_at",
 ]  # fmt: skip
+ADDED_PARQUET_COLUMNS = ["cap_backoffs", "cap_wait_s", "backoff_s"]  # added after the DESIGN.md columns, never renamed
 FAST_SIM = {"DX_SIM_TICK_S": "0.2", "DX_SIM_LATENCY_SCALE": "0.3", "DX_SIM_PREFLIGHT_S": "0.01"}
 
 
@@ -62,10 +63,12 @@ def test_dry_run_is_clean_with_seed_format_and_parquet(tmp_path: Path) -> None:
         assert j["job_spec"]["beads_id"] == f"clean1-r{j['job_spec']['round_num']}-{j['job_spec']['provider']}-{j['job_spec']['job_index']}"
         assert j["job_spec"]["worktree"] == "/tmp/agents/clean1/repo"
     prompts = {j["job_spec"]["job_index"]: j["job_spec"]["prompt_id"] for j in jobs_of(e)}
-    assert prompts == {1: "echo_ok", 2: "echo_ready"}
+    assert prompts == {0: "echo_ok", 1: "echo_ready"}
+    assert sorted(j["job_spec"]["beads_id"] for j in e["rounds"][0]["jobs"] if j["job_spec"]["provider"] == "opencode") == [
+        "clean1-r1-opencode-0", "clean1-r1-opencode-1"]
     assert all(rule["passed"] for rule in e["gate"]["rules"])
     jobs = pd.read_parquet(tmp_path / "out" / "clean1" / "jobs.parquet")
-    assert list(jobs.columns) == PARQUET_COLUMNS and len(jobs) == 12
+    assert list(jobs.columns) == PARQUET_COLUMNS + ADDED_PARQUET_COLUMNS and len(jobs) == 12
     assert str(jobs["started_at"].dtype).startswith("datetime64") and str(jobs["started_at"].dt.tz) == "UTC"
     md = (tmp_path / "out" / "clean1.md").read_text()
     assert "Round 2: 6/6 passed" in md and "| opencode |" in md
