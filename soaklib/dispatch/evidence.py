@@ -219,6 +219,7 @@ def gate_from_criteria(criteria: list[dict[str, Any]], failed_providers: list[st
     the gate passes only when some job ran)."""
     rules = []
     for row in criteria:
+        obs: Any
         if row["metric"] == "preflight":
             obs, exp = failed_providers, []
         else:  # a rule not evaluated observed nothing: 0 rounds, 0 jobs

@@ -238,7 +238,7 @@ class JobRunner:
     def _start(self, spec: JobSpec, prompt_file: Path, a: Attempt) -> tuple[Any, float]:
         """``start`` (at most ``max_concurrent_starts`` at once: each reruns preflight), backing
         off on exit 26; the job's deadline runs from the first start call."""
-        deadline: float | None = None
+        deadline = 0.0  # set at the first start call
         for wait_s in (*CAP_BACKOFF_S, *([CAP_BACKOFF_S[-1]] * 1000)):
             while not self._start_slots.acquire(timeout=0.25):
                 if self.runner.cancel.is_set():

@@ -252,7 +252,7 @@ def _md_providers(e: dict[str, Any]) -> list[str]:
             reasons = ", ".join(f"{k} ×{v}" for k, v in Counter(g["reason_code"].fillna(g["status"])).items())
             lats = g["latency_ms"].dropna()
             span = "–" if lats.empty else f"{_fmt_ms(lats.min())} … {_fmt_ms(lats.max())}"
-            out.append(f"| {p} | {len(g)} | {reasons} | {span} |")
+            out.append(f"| {p!s} | {len(g)} | {reasons} | {span} |")
     return out
 
 
@@ -366,4 +366,5 @@ def write_evidence(evidence: dict[str, Any], output_dir: str | Path, *, figures:
 
 def read_evidence(path: str | Path) -> dict[str, Any]:
     """Load a ``{run_id}.json`` written by ``write_evidence`` (or by the seed runner)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
