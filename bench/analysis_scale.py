@@ -45,7 +45,7 @@ NOTEBOOK = ROOT / "notebooks" / "watcher_soak.ipynb"
 
 def synthetic_samples(first: int, n: int, run_id: str, rng: np.random.Generator) -> pa.Table:
     """``n`` one-second samples from second ``first``, in the sampler's schema (a planted leak)."""
-    from soaklib.observe.sampler import sample_schema
+    from soaklib.soak.sampling import sample_schema
 
     t = np.arange(first, first + n, dtype=np.float64)
     start_us = int(datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp() * 1e6)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
-from soaklib.observe.sampler import sample_schema  # noqa: E402
+from soaklib.soak.sampling import sample_schema  # noqa: E402
 from soaklib.parts import PartWriter, read_parts  # noqa: E402
 
 

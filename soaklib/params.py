@@ -39,7 +39,7 @@ def help_of(cls: type, name: str) -> str:
     return str(fld.metadata.get("help", ""))
 
 #: Keys a parameter file may hold for the notebooks only (ignored by the library's loaders).
-NOTEBOOK_KEYS = frozenset({"runs_json", "run_dir", "fail_on_gate"})
+NOTEBOOK_KEYS = frozenset({"runs_json", "run_dir", "fail_on_gate", "write_evidence", "write_signoff"})
 
 PROVIDERS = ("opencode", "cc-glm", "gemini")
 CANONICAL_MODEL_DEFAULTS = {

@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 
 from soaklib.errors import ParameterError
+from soaklib.watcher.decisions import Decision, DecisionCounters, classify, parse_decision_line, request_key
 from soaklib.watcher.protocol import (
     PROFILES,
-    DecisionCounters,
     build_request,
-    classify,
     get_profile,
     log_paths,
     parse_archive_name,
-    parse_decision_line,
-    request_key,
     scan_queue,
     write_request,
 )
@@ -203,7 +200,7 @@ def test_decision_counters_v2():
     unknown = {"dispatch_type": "ch13_request_frobnicate", "status": "UNKNOWN_TYPE",
                "details": {"request_path": "soak_B_11_x.json", "source": "soak_test_B"}}
     for entry in V2_SELFPLAY + V2_LEARN + [autonomous, unknown, V2_STEP, None]:
-        c.update(entry)
+        c.update(Decision.parse(json.dumps(entry) if entry is not None else "{broken", V2))
     assert (c.lines, c.bad_lines, c.completed) == (8, 1, 5)
     assert (c.dispatch_selfplay, c.dispatch_learning, c.unknown_type) == (2, 1, 1)
     assert (c.steps, c.heuristic_steps, c.heuristic_fallback) == (1, 1, 0)
@@ -225,7 +222,7 @@ def test_decision_counters_plan_duplicates_and_fallbacks():
     lines.append({"sequence_number": 4, "source": "soak_test_B", "request_type": "frobnicate",
                   "status": "UNKNOWN_TYPE", "dispatch_type": None})
     for text in [json.dumps(x) for x in lines] + ["not json"]:
-        c.update(parse_decision_line(text))
+        c.update(Decision.parse(text, PLAN))
     assert (c.lines, c.bad_lines, c.completed, c.heuristic_fallback, c.unknown_type) == (6, 1, 3, 1, 1)
     assert (c.dispatch_selfplay, c.dispatch_learning) == (1, 2)
     assert c.entries == {"1": 1, "2": 2, "4": 1} and c.dispatch_types["4"] == ["frobnicate"]

@@ -12,6 +12,7 @@ import pytest
 from soaklib.errors import ProtocolError
 from soaklib.watcher.protocol import PROFILES, get_profile
 from soaklib.watcher.check import PROBE_SOURCE, ProtocolCheck, is_probe_entry, timeout_for
+from soaklib.watcher.decisions import Decision
 
 DEAD_LLM = "http://127.0.0.1:9"
 
@@ -153,9 +154,12 @@ def test_archive_under_an_unknown_status_prefix(project):
 
 
 def test_probe_entries_and_bound():
-    assert is_probe_entry({"details": {"source": PROBE_SOURCE}})
-    assert is_probe_entry({"source": PROBE_SOURCE, "sequence_number": 0})
-    assert is_probe_entry({"details": {"request_path": "/x/soak_check_00_1.json"}}, "soak_check_00_1.json")
-    assert not is_probe_entry({"details": {"source": "soak_test_B", "request_path": "soak_B_01.json"}})
+    def d(entry: dict) -> Decision:
+        return Decision.parse(json.dumps(entry), PROFILES["watcher-v2"])
+
+    assert is_probe_entry(d({"details": {"source": PROBE_SOURCE}}))
+    assert is_probe_entry(d({"source": PROBE_SOURCE, "sequence_number": 0}))
+    assert is_probe_entry(d({"details": {"request_path": "/x/soak_check_00_1.json"}}), "soak_check_00_1.json")
+    assert not is_probe_entry(d({"details": {"source": "soak_test_B", "request_path": "soak_B_01.json"}}))
     assert timeout_for(False, {}) == 45.0
     assert timeout_for(True, {}) == 10.0 and timeout_for(True, {"poll_s": 30}) == 90.0

@@ -17,23 +17,23 @@ import pytest
 
 from soaklib.params import SamplingParams
 from soaklib.watcher.protocol import PROFILES
-from soaklib.observe.sampler import (
-    DecisionLogTail,
-    HealthProbe,
-    IncrementalReader,
-    LogScanner,
-    ProcessTree,
-    Sampler,
-    StatCache,
-    Ticker,
-    count_files,
-    dir_bytes,
-    json_probe,
-    process_tree_metrics,
-    redact,
-)
+from soaklib.observe.health import HealthProbe
+from soaklib.observe.readers import IncrementalReader, LogScanner, StatCache, count_files, dir_bytes, json_probe, redact
+from soaklib.observe.sampler import Sampler
+from soaklib.observe.schedule import Ticker
+from soaklib.observe.sources import HarnessSource, LogSource, ProbeSource, ProcessSource
+from soaklib.proc.tree import ProcessTree, process_tree_metrics
+from soaklib.soak.sampling import soak_sources
+from soaklib.watcher.decisions import DecisionCounters, DecisionStream
 
 V2 = PROFILES["watcher-v2"]
+
+
+def soak_sampler(project: Path, logs: list[Path], gpu: object = None, probes: dict | None = None,
+                 run_id: str = "", host: str | None = None) -> tuple[Sampler, LogSource]:
+    sources, log_source = soak_sources(project, V2, SamplingParams(), log_paths=logs, gpu=gpu, health=None,
+                                       probes=probes or {})
+    return Sampler(sources, run_id=run_id, host=host), log_source
 
 
 def append(path: Path, text: str) -> None:
@@ -136,17 +136,22 @@ def test_redact():
     assert redact("plain error line") == "plain error line"
 
 
-def test_decision_log_tail_counts_only_new_lines(tmp_path):
+def test_decision_stream_yields_only_new_lines_typed(tmp_path):
     path = tmp_path / "watcher_decisions.jsonl"
     old = {"dispatch_type": "selfplay", "status": "COMPLETED", "details": {"source": "autonomous"}}
     path.write_text(json.dumps(old) + "\n" * 1 + json.dumps(old) + "\n")
-    tail = DecisionLogTail(path, V2)
-    assert tail.poll() == 0
+    stream = DecisionStream(path, V2)
+    c = DecisionCounters(profile=V2)
+    assert stream.poll() == []
     append(path, json.dumps(old) + "\n{broken\n\n" + json.dumps({"step": 1, "parse_method": "llm"}))
-    assert tail.poll() == 2
+    got = stream.poll()
+    assert [d.kind for d in got] == ["dispatch", "bad"]
+    assert got[0].status == "COMPLETED" and got[0].source == "autonomous" and got[1].text == "{broken"
     append(path, "\n")
-    assert tail.poll() == 1
-    c = tail.counters
+    last = stream.poll()
+    assert [d.kind for d in last] == ["step"] and last[0].parse_method == "llm"
+    for d in got + last:
+        c.update(d)
     assert (c.lines, c.bad_lines, c.dispatch_selfplay, c.completed, c.steps) == (3, 1, 1, 1, 1)
 
 
@@ -366,9 +371,10 @@ def test_sampler_row_on_a_v2_project(tmp_path, procs):
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     procs.append(p)
     gpu = _Gpu()
-    sampler = Sampler(project, V2, SamplingParams(), [target_log], gpu=gpu, health=None,
-                      probes={"hit_rate": {"file": "telemetry/learning_health_latest.json", "path": "hit_rate"}},
-                      run_id="soak-a-test", host="h1")
+    sampler, logs = soak_sampler(
+        project, [target_log], gpu=gpu,
+        probes={"hit_rate": {"file": "telemetry/learning_health_latest.json", "path": "hit_rate"}},
+        run_id="soak-a-test", host="h1")
     first = sampler.sample(p.pid)
     assert first["alive"] is True and first["rss_bytes"] > 0 and gpu.pids == [p.pid]
     assert first["gpu_used_bytes"] == 1_000_000_000 and isinstance(first["gpu_used_bytes"], int)
@@ -396,7 +402,7 @@ def test_sampler_row_on_a_v2_project(tmp_path, procs):
     assert (second["decision_lines"], second["decisions_completed"], second["dispatch_selfplay"]) == (3, 2, 1)
     assert (second["heuristic_fallback"], second["heuristic_steps"]) == (1, 1)
     assert (second["log_errors"], second["log_tracebacks"]) == (1, 1)
-    assert sampler.new_error_lines == ["x [ERROR] boom", "Traceback (most recent call last):"]
+    assert logs.new_error_lines == ["x [ERROR] boom", "Traceback (most recent call last):"]
     assert second["telemetry_models"] == 3 and second["telemetry_valid"] is True
     assert second["probe_hit_rate"] == 0.4
     assert second["bytes_read"] > 0 and second["watched_bytes"] > 0
@@ -409,7 +415,7 @@ def test_sampler_degrades_per_metric(tmp_path):
     project = make_project(tmp_path / "project")
     (project / "telemetry" / "learning_health_latest.json").write_text('{"total_mod')
     (project / "lottery_history.json").write_text('{"draws": [1, 2')  # half-written
-    sampler = Sampler(project, V2, SamplingParams(), [], gpu=_Gpu(fail=True))
+    sampler, _ = soak_sampler(project, [], gpu=_Gpu(fail=True))
     row = sampler.sample(None)
     assert row["alive"] is False and row["rss_bytes"] is None
     assert row["gpu_available"] is None and "GPU is lost" in sampler.notes["gpu"]
@@ -420,17 +426,20 @@ def test_sampler_degrades_per_metric(tmp_path):
     assert len(sampler.notes) == 2  # a reason is noted once
 
 
-def test_sampler_without_a_project_is_a_process_recorder(tmp_path):
-    row = Sampler(None, None, SamplingParams(watch_dirs=[]), []).sample(os.getpid())
-    assert row["alive"] is True and row["requests_pending"] is None and row["decision_lines"] is None
-    assert row["gpu_available"] is None
+def test_a_sampler_of_process_sources_is_a_process_recorder(tmp_path):
+    sampler = Sampler([ProcessSource(), HarnessSource()], run_id="m")
+    row = sampler.sample(os.getpid(), lag_s=0.25)
+    assert row["alive"] is True and row["rss_bytes"] > 0 and row["harness_rss_bytes"] > 0
+    assert row["lag_s"] == 0.25 and row["run_id"] == "m"
+    assert "requests_pending" not in row and "gpu_available" not in row  # only the columns of its sources
+    assert list(row) == sampler.schema.names
 
 
 def test_sampler_refuses_a_bad_probe(tmp_path):
     from soaklib.errors import ParameterError
 
     with pytest.raises(ParameterError, match="reduce"):
-        Sampler(tmp_path, V2, probes={"x": {"file": "a.json", "reduce": "median"}})
+        ProbeSource({"x": {"file": "a.json", "reduce": "median"}}, tmp_path)
 
 
 def test_log_scanner_chunk_prefilter_keeps_per_line_semantics(tmp_path):

@@ -19,8 +19,8 @@ from soaklib.report.signoff import (
     to_markdown,
     write_signoff,
 )
-from soaklib.observe.sampler import sample_schema
-from soaklib.soak.harness import EVENT_SCHEMA
+from soaklib.soak.sampling import sample_schema
+from soaklib.soak.context import EVENT_SCHEMA
 from soaklib.parts import PartWriter
 from soaklib.runs import load_run
 from soaklib.store import atomic_write_json, finish_manifest, start_manifest, write_table
@@ -102,7 +102,7 @@ def test_a_flat_run_passes_and_a_steep_one_fails_with_the_plans_triage(tmp_path:
     assert r["memory_growth_mb"]["status"] == "FAIL" and "tracemalloc" in r["memory_growth_mb"]["triage"]
     assert r["tracebacks"]["observed"] == 2 and r["tracebacks"]["status"] == "FAIL"
     md = to_markdown(steep)
-    assert "**Verdict: FAIL**" in md and "## Triage" in md and "tracemalloc" in md
+    assert "**Verdict: FAIL (needs fixes)**" in md and "## Triage" in md and "tracemalloc" in md
     assert "| memory_growth_mb |" in md
 
 

@@ -11,8 +11,12 @@ import pytest
 
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
+from soaklib.watcher.decisions import Decision
 from soaklib.watcher.protocol import PROFILES, QueueState
-from soaklib.soak.drivers.queue import PLAN_MIX, QueueLedger, QueueSoak, Staged, expand_mix
+
+V2 = PROFILES["watcher-v2"]
+from soaklib.soak.drivers.ledger import PLAN_MIX, QueueLedger, Staged, expand_mix
+from soaklib.soak.drivers.queue import QueueSoak
 from soaklib.soak.harness import run_soak
 from soaklib.runs import load_run
 from soaklib.store import read_table
@@ -172,10 +176,10 @@ def test_ledger_fifo_duplicates_and_missing_lines():
     for i, n in enumerate(names, start=1):
         ledger.add(Staged(i, n, "selfplay", "selfplay_retrain", 1, None, 0.0))
     for n in (names[1], names[0], names[0], names[2]):  # 02 first, 01 twice, 03 with one line only
-        ledger.observe_line(_line(n, "selfplay"), 1.0)
+        ledger.observe(Decision.parse(_line(n, "selfplay"), V2), 1.0)
         if n != names[2]:
-            ledger.observe_line(_line(n, "ch13_request_selfplay_retrain"), 1.0)
-    ledger.observe_line("not json", 1.0)
+            ledger.observe(Decision.parse(_line(n, "ch13_request_selfplay_retrain"), V2), 1.0)
+    ledger.observe(Decision.parse("not json", V2), 1.0)
     ledger.observe_queue(QueueState(pending=[], archived={n: [("COMPLETED", f"COMPLETED_x_{n}")] for n in names}), 2.0)
     obs = ledger.observations()
     assert obs["archived"] == 3 and obs["duplicates"] == 1 and obs["decision_entries"] == 2

@@ -15,6 +15,7 @@ from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
 from soaklib.prng import draw_values
 from soaklib.soak.drivers.loop import LoopCounters, convergence_points
+from soaklib.watcher.decisions import Decision
 from soaklib.watcher.operator_files import AfterSoak, OperatorFiles, enable_test_mode
 from soaklib.watcher.protocol import PROFILES
 from soaklib.soak.harness import run_soak
@@ -192,12 +193,12 @@ def test_loop_counters_and_convergence_points():
                  line("r2", "selfplay"), line("r3", "selfplay", source="soak_protocol_check"),
                  line("r4", "selfplay", status="REJECTED_BY_LLM"), "garbage",
                  json.dumps({"step": 13, "parse_method": "heuristic"})):
-        c.update(text)
+        c.update(Decision.parse(text, c.profile))
     assert c.cycles == 2 and c.selfplay == 3 and c.learning == 1 and c.bad_lines == 1 and c.heuristic_steps == 1
     plan = LoopCounters(PROFILES["plan"])
-    plan.update(json.dumps({"event": "heuristic_fallback", "source": "autonomous", "request_type": "selfplay"}))
-    plan.update(json.dumps({"sequence_number": None, "source": "autonomous", "request_type": "selfplay",
-                            "status": "COMPLETED", "dispatch_type": "selfplay"}))
+    plan.update(Decision.parse(json.dumps({"event": "heuristic_fallback", "source": "autonomous", "request_type": "selfplay"}), plan.profile))
+    plan.update(Decision.parse(json.dumps({"sequence_number": None, "source": "autonomous", "request_type": "selfplay",
+                            "status": "COMPLETED", "dispatch_type": "selfplay"}), plan.profile))
     assert plan.heuristic == 1 and plan.cycles == 1 and plan.selfplay == 1
     loop = pd.DataFrame({"cycles": [0, 1, 1, 2, 3], "probe_hit_rate": [None, 0.0, 0.2, 0.4, None]})
     assert convergence_points(loop, "probe_hit_rate") == ([1.0, 2.0], [0.2, 0.4])

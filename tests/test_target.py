@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from soaklib.errors import ParameterError, TargetError
-from soaklib.proc.target import Target, find_matching
+from soaklib.proc.find import find_matching
+from soaklib.proc.target import Target
 
 PY = sys.executable
 

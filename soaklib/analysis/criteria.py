@@ -336,8 +336,8 @@ def evaluate(
             ci = (intervals or {}).get(c.metric)
             if ci is not None and c.direction in ("max", "min") and all(_is_num(v) and math.isfinite(v) for v in ci):
                 ends = {_judge(c, ci[0], p, f), _judge(c, ci[1], p, f)}
-                status = ends.pop() if len(ends) == 1 else "WARN"
-                if status == "WARN":
+                status = next(iter(ends)) if len(ends) == 1 else "WARN"
+                if len(ends) > 1:
                     notes.append(f"inconclusive: 95% interval {ci[0]:.3g} … {ci[1]:.3g} {c.unit} spans the bounds; run longer")
         missing = obs is None and not c.optional
         rows.append(

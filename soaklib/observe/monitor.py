@@ -10,45 +10,20 @@ The PNG is drawn by the CLI through the report package.
 from __future__ import annotations
 
 import os
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import pyarrow as pa
-
 from soaklib.errors import ParameterError
 from soaklib.observe.gpu import GpuReader
-from soaklib.observe.sampler import ProcessTree, Ticker, process_tree_metrics, sample_schema
+from soaklib.observe.recorder import Recorder
+from soaklib.observe.sampler import Sampler
+from soaklib.observe.sources import GpuSource, ProcessSource
+from soaklib.parts import compact_parts
 from soaklib.proc.target import Target
-from soaklib.parts import PartWriter
-from soaklib.store import finish_manifest, start_manifest, utc_now
+from soaklib.store import finish_manifest, start_manifest
 
 KIND = "monitor"
-_INT_NAMES = ("_bytes", "threads", "children", "_fds", "_count", "pid")
-_FLOAT_NAMES = ("_pct", "_s", "_ms")
-_KNOWN = {f.name: f.type for f in sample_schema()}  # same names and types as soak samples
-
-
-def _arrow_type(name: str, value: Any) -> pa.DataType:
-    """Column type of a soak sample column, else from the unit in the name or the first value."""
-    if name in _KNOWN:
-        return _KNOWN[name]
-    if isinstance(value, bool):
-        return pa.bool_()
-    if name.endswith(_FLOAT_NAMES):
-        return pa.float64()
-    if isinstance(value, int) or name.endswith(_INT_NAMES):
-        return pa.int64()
-    if isinstance(value, float):
-        return pa.float64()
-    return pa.string()
-
-
-def schema_for(row: Mapping[str, Any]) -> pa.Schema:
-    """A stable schema for monitor rows, so every part file has the same column types."""
-    return pa.schema([(k, _arrow_type(k, v)) for k, v in row.items()])
 
 
 def _check(interval_s: float, duration_s: float | None, samples: int | None, flush_s: float,
@@ -94,70 +69,42 @@ def record(*, pid: int | None = None, match: str | None = None, command: list[st
         start_manifest(out, out.name, KIND, target={"pid": target.pid, "argv": target.argv,
                                                     "started": target.started, "match": match},
                        interval_s=interval_s, duration_s=duration_s, samples=samples, flush_s=flush_s)
+        sampler = Sampler([ProcessSource(uss=uss), GpuSource(reader)], run_id=out.name)
+        recorder = Recorder(sampler, out / "samples", interval_s=interval_s, flush_s=flush_s)
+
+        def on_row(row: Mapping[str, Any]) -> str | None:
+            return "target_exited" if not row.get("alive") or target.poll() is not None else None
+
         end: dict[str, Any] = {"end_reason": "error", "complete": False}
-        writer = PartWriter(out / "samples")
-        ticker = Ticker(interval_s)
         try:
-            end = _loop(target, reader, writer, ticker, duration_s, samples, flush_s, uss, stop_event, out.name)
+            end = recorder.run(target.pid, on_row, duration_s=duration_s, max_samples=samples,
+                               stop_event=stop_event).to_dict()
         except KeyboardInterrupt:
-            end = {"end_reason": "interrupted", "interrupted": True}
+            end = {**recorder.end("stopped").to_dict(), "end_reason": "interrupted", "interrupted": True}
             raise
         except BaseException as e:
-            end = {"end_reason": "error", "complete": False, "error": f"{type(e).__name__}: {e}"}
+            end = {**recorder.end("stopped").to_dict(), "end_reason": "error", "complete": False,
+                   "error": f"{type(e).__name__}: {e}"}
             raise
         finally:
-            _finish(out, target, reader, writer, ticker, end)
+            _finish(out, target, reader, recorder, end)
             if own_gpu:
                 reader.close()
     return out
 
 
-def _loop(target: Target, reader: GpuReader, writer: PartWriter, ticker: Ticker, duration_s: float | None,
-          samples: int | None, flush_s: float, uss: bool, stop_event: threading.Event | None,
-          run_id: str) -> dict[str, Any]:
-    """Sample until an end condition; return how the recording ended."""
-    host = socket.gethostname()
-    tree = ProcessTree(uss=uss)
-    last_flush = ticker.t0
-    lag_s = 0.0
-    while True:
-        if target.poll() is not None:
-            return {"end_reason": "target_exited"}
-        started = time.monotonic()
-        row: dict[str, Any] = {"run_id": run_id, "host": host, "ts": utc_now(), "t_s": started - ticker.t0,
-                               "lag_s": lag_s, "pid": target.pid}
-        row.update(process_tree_metrics(target.pid, uss=uss, tree=tree))
-        if not row.get("alive"):
-            target.poll()
-            return {"end_reason": "target_exited"}
-        row.update(reader.read(tree.pids))
-        if writer.schema is None:
-            writer.schema = schema_for(row)
-        writer.append(row)
-        if samples is not None and writer.rows_written + writer.pending >= samples:
-            return {"end_reason": "samples"}
-        if time.monotonic() - last_flush >= flush_s:
-            writer.flush()
-            last_flush = time.monotonic()
-        if duration_s is not None and ticker.next_deadline - ticker.t0 > duration_s + 1e-9:
-            return {"end_reason": "duration"}
-        lag_s = ticker.wait(stop_event)
-        if stop_event is not None and stop_event.is_set():
-            return {"end_reason": "stopped"}
-
-
-def _finish(out: Path, target: Target, reader: GpuReader, writer: PartWriter, ticker: Ticker,
-            end: dict[str, Any]) -> None:
-    """Flush what is buffered, stop a started target, and complete the manifest."""
+def _finish(out: Path, target: Target, reader: GpuReader, recorder: Recorder, end: dict[str, Any]) -> None:
+    """Stop a started target, compact the parts and complete the manifest."""
+    extra: dict[str, Any] = dict(end)
+    if target.started and target.is_running():
+        extra["stop"] = target.stop(timeout_s=5.0, grace_s=2.0).to_dict()
+    info = target.poll()
+    if info is not None and end.get("end_reason") == "target_exited":
+        extra["exit"] = {"returncode": info.returncode, "signal": info.signal}
+    extra["gpu_notes"] = list(reader.notes)
+    extra["sampler_notes"] = dict(recorder.sampler.notes)
     try:
-        writer.flush()
-    finally:
-        extra: dict[str, Any] = dict(end)
-        if target.started and target.is_running():
-            extra["stop"] = target.stop(timeout_s=5.0, grace_s=2.0).to_dict()
-        info = target.poll()
-        if info is not None and end.get("end_reason") == "target_exited":
-            extra["exit"] = {"returncode": info.returncode, "signal": info.signal}
-        extra.update(samples_written=writer.rows_written, parts_written=writer.parts_written,
-                     max_lag_s=ticker.max_lag_s, skipped_ticks=ticker.skipped, gpu_notes=list(reader.notes))
-        finish_manifest(out, **extra)
+        compact_parts(out / "samples")
+    except OSError as e:
+        extra["compaction_error"] = str(e)
+    finish_manifest(out, **extra)

@@ -1,4 +1,4 @@
-"""Incremental readers of what the target writes: growing logs, its decision log, JSON files.
+"""Incremental readers of what the target writes: growing logs, folders, JSON files.
 
 A growing file is read from byte offsets (each byte once, rotation- and truncation-safe,
 starting where the file ended when the soak began), so reading costs what was appended,
@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 from soaklib.errors import ParameterError
 from soaklib.redact import redact
-from soaklib.watcher.protocol import DecisionCounters, Profile, parse_decision_line
 
 MAX_READ_BYTES = 16 << 20  # per reader per call: a burst is read over several ticks
 MAX_LINE_BYTES = 1 << 20  # a longer unterminated line is emitted as is
@@ -149,21 +148,6 @@ def _chunk_prefilter(pattern: re.Pattern[str] | None) -> re.Pattern[str] | None:
     if pattern is None or "\\A" in pattern.pattern or "\\Z" in pattern.pattern:
         return None
     return re.compile(pattern.pattern, pattern.flags | re.MULTILINE)
-
-
-class DecisionLogTail:
-    """The decision log read incrementally into :class:`DecisionCounters`."""
-
-    def __init__(self, path: str | os.PathLike[str], profile: Profile, *, from_end: bool = True) -> None:
-        self.reader = IncrementalReader(path, from_end=from_end)
-        self.counters = DecisionCounters(profile=profile)
-
-    def poll(self) -> int:
-        """Count the lines appended since the last call; returns how many."""
-        lines = [ln for ln in self.reader.read_lines() if ln.strip()]
-        for line in lines:
-            self.counters.update(parse_decision_line(line))
-        return len(lines)
 
 
 # --------------------------------------------------------------------------- folders and JSON

@@ -9,7 +9,6 @@ process, then SIGKILL to what is left.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,8 @@ from typing import Any, Literal, Mapping
 import psutil
 
 from soaklib.errors import ParameterError, TargetError
+from soaklib.proc.find import argv_of, find_matching, protected_pids
+from soaklib.proc.group import run_bounded
 from soaklib.store import iso, utc_now
 
 POLL_S = 0.02
@@ -59,24 +60,6 @@ class HaltResult:
         return d
 
 
-def _protected_pids() -> set[int]:
-    """This process and its ancestors: never matched, never signalled."""
-    me = psutil.Process()
-    pids = {me.pid}
-    try:
-        pids.update(p.pid for p in me.parents())
-    except psutil.Error:
-        pass
-    return pids
-
-
-def _argv(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
-
-
 def _gone(p: psutil.Process) -> bool:
     """True when ``p`` has exited (a zombie counts as gone: it runs nothing)."""
     try:
@@ -85,26 +68,6 @@ def _gone(p: psutil.Process) -> bool:
         return True
     except psutil.Error:
         return False
-
-
-def find_matching(pattern: str) -> list[psutil.Process]:
-    """Live processes whose command line matches the regex ``pattern`` (``re.search``),
-    excluding this process and its ancestors."""
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ParameterError(f"target.match {pattern!r} is not a valid regular expression: {e}",
-                             key="target.match", value=pattern) from None
-    protected = _protected_pids()
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        info = p.info
-        if p.pid in protected or info.get("status") == psutil.STATUS_ZOMBIE:
-            continue
-        cmd = " ".join(info.get("cmdline") or [])
-        if cmd and rx.search(cmd):
-            found.append(p)
-    return found
 
 
 class Target:
@@ -118,7 +81,7 @@ class Target:
                  argv: list[str] | None = None, log_path: Path | None = None) -> None:
         self._proc = process
         self._popen = popen
-        self.argv = argv if argv is not None else _argv(process)
+        self.argv = argv if argv is not None else argv_of(process)
         self.log_path = log_path
         self._exit: ExitInfo | None = None
 
@@ -182,13 +145,13 @@ class Target:
             if zombie:
                 raise TargetError(f"process {pid} has already exited (zombie): start the daemon again",
                                   pid=pid)
-            if pid in _protected_pids():
+            if pid in protected_pids():
                 raise TargetError(f"pid {pid} is the harness itself or one of its parents", pid=pid)
             return cls(proc)
         assert match is not None
         found = find_matching(match)
         if len(found) != 1:
-            listing = "; ".join(f"{p.pid}: {' '.join(_argv(p))[:160]}" for p in found[:10]) or "none"
+            listing = "; ".join(f"{p.pid}: {' '.join(argv_of(p))[:160]}" for p in found[:10]) or "none"
             what = "no process matches" if not found else f"{len(found)} processes match"
             raise TargetError(f"{what} target.match {match!r} (candidates: {listing}); "
                               "make the pattern match exactly one process or give target.pid",
@@ -269,7 +232,7 @@ class Target:
             if not command:
                 raise ParameterError("halt method 'command' needs target.halt.command (an argv)",
                                      key="target.halt.command")
-            error = _run_bounded(list(command), cwd=project_dir, timeout_s=timeout_s)
+            error = run_bounded(list(command), cwd=project_dir, timeout_s=timeout_s)
         elif method == "flag":
             if not flag:
                 raise ParameterError("halt method 'flag' needs target.halt.flag (a path)", key="target.halt.flag")
@@ -324,7 +287,7 @@ class Target:
 
     def _capture(self) -> list[psutil.Process]:
         """Every process of the target: the tree plus the members of its group and session."""
-        protected = _protected_pids()
+        protected = protected_pids()
         found: dict[int, psutil.Process] = {}
         if not _gone(self._proc):
             found[self._proc.pid] = self._proc
@@ -412,25 +375,3 @@ class Target:
     def __repr__(self) -> str:
         how = "started" if self.started else "attached"
         return f"<Target {how} pid={self.pid} argv={' '.join(self.argv)[:80]!r}>"
-
-
-def _run_bounded(argv: list[str], *, cwd: str | os.PathLike[str] | None, timeout_s: float) -> str | None:
-    """Run a halt command in its own group with a timeout; the error text, or None on success."""
-    try:
-        p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as e:
-        return f"halt command {argv[0]!r} could not run: {e}"
-    try:
-        _, err = p.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.communicate()
-        return f"halt command {' '.join(argv)[:120]!r} did not return within {timeout_s:g} s"
-    if p.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip()[-400:]
-        return f"halt command exited {p.returncode}" + (f": {tail}" if tail else "")
-    return None

@@ -1,9 +1,13 @@
 """The combined signoff of soaks A + B + C: one verdict, as the plan's section 9 asks.
 
 ``combine(run_dirs)`` recomputes each soak's signoff from its run folder (the same
-``build_signoff`` as ``soak analyze``), and decides **PRODUCTION-READY** only when all
-three soaks are present, complete and PASS; otherwise **NEEDS FIXES**, with every failing
-row listed (soak, metric, observed, bounds, triage, and the requests behind a count).
+``build_signoff`` as ``soak analyze``), and decides with
+:func:`soaklib.report.verdict.combined_verdict`: **PRODUCTION-READY** only when all three
+soaks are full-length clean PASSes (complete, the plan's length, no WARN row);
+**NEEDS FIXES** when one is missing, incomplete or fails, with every failing row listed
+(soak, metric, observed, bounds, triage, and the requests behind a count); otherwise
+**NOT SIGNED OFF: short runs** / **warnings**. Each soak states what was soaked (the
+built-in reference daemon or the target's command) and its length against the plan's.
 ``write_combined`` writes ``{output_dir}/soak-signoff-<UTC stamp>.json`` and ``.md``; the
 Markdown opens with the plan's changelog entry::
 
@@ -11,7 +15,7 @@ Markdown opens with the plan's changelog entry::
     Soak Test B: PASS/FAIL — [requests processed], [errors], [notes]
     Soak Test C: PASS/FAIL — [cycles], [draws], [convergence signal], [notes]
 
-    Verdict: Autonomous loop [PRODUCTION-READY / NEEDS FIXES]
+    Verdict: Autonomous loop [PRODUCTION-READY / NEEDS FIXES / NOT SIGNED OFF: short runs]
 """
 from __future__ import annotations
 
@@ -23,14 +27,18 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from soaklib.analysis.units import bound_text, format_duration
 from soaklib.errors import ParameterError
-from soaklib.store import MANIFEST, atomic_write_json, atomic_write_text, load_run, read_manifest, utc_now, utc_stamp
+from soaklib.report.verdict import NOT_READY, NOT_SIGNED_OFF, READY, combined_verdict
+from soaklib.runs import load_run
+from soaklib.store import MANIFEST, atomic_write_json, atomic_write_text, read_manifest, utc_now, utc_stamp
 
 SCHEMA_VERSION = 1
 SOAKS = ("a", "b", "c")
-READY, NOT_READY = "PRODUCTION-READY", "NEEDS FIXES"
+__all__ = ["READY", "NOT_READY", "NOT_SIGNED_OFF", "combine", "find_runs", "pass_tables", "side_by_side_html",
+           "summary_line", "to_markdown", "write_combined", "load_combined"]
 TITLES = {"a": "Daemon endurance", "b": "Sequential requests", "c": "Sustained autonomous loop"}
-TABLE_COLUMNS = ["metric", "observed", "unit", "pass_bound", "fail_bound", "status"]
+TABLE_COLUMNS = ["metric", "observed", "unit", "pass_bound", "fail_bound", "status", "direction"]
 
 
 def _soak_of(run_dir: Path) -> str | None:
@@ -94,9 +102,14 @@ def _num(v: Any, fmt: str = "{:.3g}") -> str:
 
 
 def _duration(hours: float | None) -> str:
-    if not hours:
-        return "no samples"
-    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+    return format_duration(hours * 3600.0) if hours else "no samples"
+
+
+def _made_on(signoff: Mapping[str, Any]) -> str:
+    """``60 s of the plan's 2–4 h on the built-in reference daemon``."""
+    p = signoff.get("provenance") or {}
+    on = "the built-in reference daemon" if p.get("reference_daemon") else (p.get("description") or "an unknown target")
+    return f"{p.get('length') or _duration(signoff.get('duration_h'))} on {on}"
 
 
 def _notes(signoff: Mapping[str, Any]) -> str:
@@ -116,12 +129,14 @@ def summary_line(soak: str, signoff: Mapping[str, Any]) -> str:
     """The plan's changelog line for one soak: ``Soak Test X: PASS — [values], [notes]``."""
     o = signoff.get("observed") or {}
     if soak == "a":
-        mem = o.get("memory_growth_mb")
-        values = [_duration(signoff.get("duration_h")),
-                  f"memory {mem:+.1f} MB" if isinstance(mem, (int, float)) else "memory –",
+        mem, raw = o.get("memory_growth_mb"), o.get("memory_growth_raw_mb")
+        memory = "memory –"
+        if isinstance(mem, (int, float)):
+            memory = f"memory {mem:+.1f} MB fitted" + (f" ({raw:+.1f} MB raw)" if isinstance(raw, (int, float)) else "")
+        values = [_made_on(signoff), memory,
                   f"halt {_num(o.get('halt_s'), '{:.1f}')} s", f"{_num(o.get('tracebacks'))} tracebacks"]
     elif soak == "b":
-        values = [f"{_num(o.get('archived'))}/{_num(o.get('staged'))} requests processed",
+        values = [f"{_num(o.get('archived'))}/{_num(o.get('staged'))} requests processed", _made_on(signoff),
                   f"{_num(o.get('errors'))} errors", f"{_num(o.get('duplicates'))} duplicates",
                   f"{_num(o.get('misrouted'))} misrouted", f"{_num(o.get('pending'))} pending"]
     else:
@@ -134,10 +149,13 @@ def summary_line(soak: str, signoff: Mapping[str, Any]) -> str:
                        else f"Theil-Sen slope {_num(conv.get('slope'), '{:+.3g}')}/cycle")
             signal = (f"convergence {state} ({conv.get('metric', 'metric')} {_num(conv.get('first'))} → "
                       f"{_num(conv.get('last'))}, {reached}, Kendall tau {_num(conv.get('kendall_tau'), '{:.2f}')})")
-        values = [f"{_num(o.get('cycles'))} cycles",
+        values = [f"{_num(o.get('cycles'))} cycles", _made_on(signoff),
                   f"draws {_num(o.get('draws_injected'))} injected / {_num(o.get('draws_ingested'))} ingested", signal,
                   f"{_num(o.get('heuristic_fallbacks'))} heuristic fallbacks"]
-    return f"Soak Test {soak.upper()}: {signoff['verdict']} — {', '.join(values)}, [{_notes(signoff)}]"
+    if signoff.get("target_started") is False:
+        values = [_made_on(signoff)]
+    label = signoff.get("verdict_label") or signoff["verdict"]
+    return f"Soak Test {soak.upper()}: {label} — {', '.join(values)}, [{_notes(signoff)}]"
 
 
 def _failing_rows(soak: str, signoff: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +165,7 @@ def _failing_rows(soak: str, signoff: Mapping[str, Any]) -> list[dict[str, Any]]
         if r["status"] != "FAIL":
             continue
         row = {"soak": soak, **{k: r.get(k) for k in ("metric", "label", "observed", "unit", "pass_bound",
-                                                       "fail_bound", "status", "note", "triage")}}
+                                                       "fail_bound", "status", "note", "triage", "direction")}}
         if details.get(r["metric"]):
             row["details"] = list(details[r["metric"]])
         out.append(row)
@@ -181,22 +199,35 @@ def combine(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
         failing += rows
         soaks[soak] = {
             "present": True, "run_id": s["run_id"], "run_dir": str(runs[soak]), "verdict": s["verdict"],
+            "verdict_label": s["verdict_label"], "production_ready": s["production_ready"],
+            "verdict_reasons": s["verdict_reasons"], "provenance": s["provenance"],
+            "run_length_s": s["run_length_s"], "plan_length_s": s["plan_length_s"],
+            "target_started": s["target_started"],
             "complete": s["complete"], "duration_h": s["duration_h"], "started_at": s.get("started_at"),
             "completed_at": s.get("completed_at"), "summary": summary_line(soak, s), "criteria": s["criteria"],
             "failing": rows, "notes": s.get("notes") or [],
             "commit": (s.get("environment") or {}).get("commit"), "host": (s.get("environment") or {}).get("host"),
         }
-    ready = all(v["present"] and v["verdict"] == "PASS" and v["complete"] for v in soaks.values())
+    words = combined_verdict(soaks)
     now = utc_now()
-    result = READY if ready else NOT_READY
+    result = words.label
     lines = [f"SESSION_CHANGELOG_{now.strftime('%Y%m%d')}_SOAK.md", ""]
-    lines += [soaks[k]["summary"] for k in SOAKS] + ["", f"Verdict: Autonomous loop {result}"]
+    lines += [soaks[k]["summary"] for k in SOAKS] + [""]
+    reference = [k.upper() for k in SOAKS if (soaks[k].get("provenance") or {}).get("reference_daemon")]
+    if reference:
+        lines.append(f"Target: the built-in reference daemon (soak {', '.join(reference)}), not the WATCHER daemon")
+    if words.reasons and not words.production_ready:
+        lines.append("Not signed off: " + "; ".join(words.reasons) if result.startswith(NOT_SIGNED_OFF)
+                     else "Needs fixes: " + "; ".join(words.reasons))
+    lines.append(f"Verdict: Autonomous loop {result}")
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "watcher-soak-signoff",
         "generated_at": now.isoformat(),
         "verdict": result,
-        "production_ready": ready,
+        "verdict_label": result,
+        "production_ready": words.production_ready,
+        "verdict_reasons": words.reasons,
         "runs": {k: str(v) for k, v in runs.items()},
         "soaks": soaks,
         "failing": failing,
@@ -224,8 +255,12 @@ def side_by_side_html(combined: Mapping[str, Any]) -> str:
     for soak, table in pass_tables(combined).items():
         body = "".join(f"<tr><td>{html.escape(str(r['metric']))}</td><td>{html.escape(_cell(r['observed']))}</td>"
                        f"<td>{coloured(str(r['status']))}</td></tr>" for r in table.to_dict("records"))
+        entry = combined["soaks"][soak]
+        label = html.escape(str(entry.get("verdict_label") or entry["verdict"]))
+        word = coloured(entry["verdict"]).replace(f">{html.escape(entry['verdict'])}<", f">{label}<")
+        where = html.escape(str((entry.get("provenance") or {}).get("length") or ""))
         parts.append(f"<div style='flex:1;min-width:16em'><h4>Soak {soak.upper()}: {TITLES[soak]} — "
-                     f"{coloured(combined['soaks'][soak]['verdict'])}</h4><table><tr><th>metric</th>"
+                     f"{word}</h4><p>{where}</p><table><tr><th>metric</th>"
                      f"<th>observed</th><th>status</th></tr>{body}</table></div>")
     return "<div style='display:flex;gap:1.5em;align-items:flex-start'>" + "".join(parts) + "</div>"
 
@@ -237,26 +272,34 @@ def _cell(v: Any) -> str:
 
 
 def to_markdown(combined: Mapping[str, Any]) -> str:
-    """The human-readable combined signoff: the changelog entry, the pass tables, the failing rows."""
+    """The human-readable combined signoff: the changelog entry, what was soaked and for how
+    long, the pass tables (bounds with their direction), the failing rows."""
     c = combined
     out = [f"# WATCHER soak signoff: {c['verdict']}", "", "```", c["changelog"], "```", ""]
     for soak in SOAKS:
         s = c["soaks"][soak]
-        out += [f"## Soak {soak.upper()}: {TITLES[soak]} — {s['verdict']}", ""]
+        out += [f"## Soak {soak.upper()}: {TITLES[soak]} — {s.get('verdict_label') or s['verdict']}", ""]
         if not s["present"]:
             out += ["No run given.", ""]
             continue
-        out += [f"Run `{s['run_id']}` ({s['run_dir']}), {_duration(s['duration_h'])}, complete: "
-                f"{'yes' if s['complete'] else 'no'}.", "",
-                "| metric | observed | unit | pass bound | fail bound | status |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['metric']} | {_cell(r['observed'])} | {r['unit']} | {_cell(r['pass_bound'])} | "
-                f"{_cell(r['fail_bound'])} | **{r['status']}** |" for r in s["criteria"]]
+        p = s.get("provenance") or {}
+        out += [f"Run `{s['run_id']}` ({s['run_dir']}), complete: {'yes' if s['complete'] else 'no'}.", "",
+                f"- target: {p.get('description') or 'unknown'}",
+                f"- length: {p.get('length') or _duration(s.get('duration_h'))}"]
+        if s.get("verdict_reasons") and not s.get("production_ready"):
+            out.append(f"- not production-ready: {'; '.join(s['verdict_reasons'])}")
+        out += ["", "| metric | observed | unit | pass | fail | status |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['metric']} | {_cell(r['observed'])} | {r['unit']} | "
+                f"{_cell(bound_text(r['pass_bound'], r.get('direction'), kind='pass'))} | "
+                f"{_cell(bound_text(r['fail_bound'], r.get('direction'), kind='fail'))} | **{r['status']}** |"
+                for r in s["criteria"]]
         out.append("")
     if c["failing"]:
         out += ["## Failing rows", ""]
         for r in c["failing"]:
             out.append(f"- **Soak {r['soak'].upper()} · {r['metric']}** ({r['status']}): observed "
-                       f"{_cell(r.get('observed'))} {r.get('unit') or ''}, pass bound {_cell(r.get('pass_bound'))}"
+                       f"{_cell(r.get('observed'))} {r.get('unit') or ''}, pass bound "
+                       f"{_cell(bound_text(r.get('pass_bound'), r.get('direction'), kind='pass'))}"
                        + (f" — {r['note']}" if r.get("note") else ""))
             for d in r.get("details") or []:
                 out.append(f"  - {d}")

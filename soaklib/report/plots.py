@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from soaklib.analysis.convergence import ISOTONIC_METHOD, isotonic_fit  # noqa: E402
 from soaklib.analysis.latency import ecdf  # noqa: E402
 from soaklib.store import atomic_write_bytes  # noqa: E402
 
@@ -67,6 +69,25 @@ def latency_figure(jobs: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def time_unit(span_s: float) -> tuple[float, str]:
+    """Seconds per unit and its name for a time axis: s up to 10 min, min up to 3 h, else h."""
+    if span_s <= 600:
+        return 1.0, "s"
+    if span_s <= 3 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def integer_axis(ax: Any, values: Any) -> None:
+    """Whole-number ticks on the y axis of a count (FDs, threads, requests, cycles); a flat
+    count gets a range of ±1 so that its ticks are integers, not 2.84 … 3.16."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size and float(v.max() - v.min()) < 2:
+        ax.set_ylim(float(v.min()) - 1, float(v.max()) + 1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def series_figure(
     samples: pd.DataFrame,
     columns: list[tuple[str, str, float]],
@@ -74,18 +95,22 @@ def series_figure(
     title: str,
     time_col: str = "t_s",
     fit: dict[str, dict[str, Any]] | None = None,
+    counts: set[str] | frozenset[str] = frozenset(),
 ) -> Figure | None:
-    """One panel per (column, label, scale) against time in hours; optional fitted lines.
+    """One panel per (column, label, scale) against time (s, min or h by the span); optional fitted lines.
 
     ``fit[column]`` may hold ``slope_per_s``, ``intercept``, ``low_per_s``, ``high_per_s``
     (values in the column's unit, before ``scale``) to draw the robust fit and its band.
+    Columns in ``counts`` (FDs, threads, cycles) get whole-number ticks.
     """
     present = [(c, lab, sc) for c, lab, sc in columns if c in samples and samples[c].notna().any()]
     if samples.empty or not present:
         return None
     samples = thin(samples)
     fig, axes = plt.subplots(len(present), 1, figsize=(10, 2.6 * len(present)), sharex=True, squeeze=False)
-    t_h = samples[time_col].to_numpy(dtype=float) / 3600.0
+    t_s = samples[time_col].to_numpy(dtype=float)
+    per, unit = time_unit(float(np.nanmax(t_s)) if t_s.size else 0.0)
+    t_h = t_s / per
     for ax, (col, label, scale) in zip(axes[:, 0], present):
         y = samples[col].to_numpy(dtype=float) * scale
         ax.plot(t_h, y, lw=0.9, label=label)
@@ -94,36 +119,55 @@ def series_figure(
             t0 = float(f.get("t_start_s", 0.0))
             tt = np.linspace(t0, float(np.nanmax(samples[time_col])), 50)
             mid = f["intercept"] + f["slope_per_s"] * (tt - f.get("t_ref_s", 0.0))
-            ax.plot(tt / 3600.0, mid * scale, "r--", lw=1.2, label=f"Theil–Sen fit {f.get('label', '')}".strip())
+            ax.plot(tt / per, mid * scale, "r--", lw=1.2, label=f"Theil–Sen fit {f.get('label', '')}".strip())
             if np.isfinite(f.get("low_per_s", np.nan)) and np.isfinite(f.get("high_per_s", np.nan)):
                 lo = f["intercept"] + f["low_per_s"] * (tt - f.get("t_ref_s", 0.0))
                 hi = f["intercept"] + f["high_per_s"] * (tt - f.get("t_ref_s", 0.0))
-                ax.fill_between(tt / 3600.0, lo * scale, hi * scale, color="r", alpha=0.12, label="95% band")
+                ax.fill_between(tt / per, lo * scale, hi * scale, color="r", alpha=0.12, label="95% band")
         ax.set_ylabel(label)
+        if col in counts:
+            integer_axis(ax, y)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    axes[-1, 0].set_xlabel("time since start (h)")
+    axes[-1, 0].set_xlabel(f"time since start ({unit})")
     axes[0, 0].set_title(title)
     fig.tight_layout()
     return fig
 
 
-def convergence_figure(x: Any, y: Any, trend: dict[str, Any] | None = None, *, label: str = "hit rate") -> Figure | None:
-    """A metric over cycles with its Theil–Sen trend line."""
+def convergence_figure(x: Any, y: Any, trend: dict[str, Any] | None = None, *, label: str = "hit rate",
+                       higher_is_better: bool = True) -> Figure | None:
+    """A metric over cycles with the curve that follows it: the isotonic (monotone
+    least-squares) fit, a step drawn as a step. The Theil–Sen slope and Kendall tau of
+    ``trend`` are stated in the title, not drawn: a straight line through a 0 → 1 step
+    has slope 0 and would misdescribe it. A ``target`` in ``trend`` is drawn dashed."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.size == 0:
         return None
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(x, y, "o-", ms=3, label=label)
-    if trend and trend.get("slope") is not None and np.isfinite(trend.get("slope", np.nan)):
-        b = trend.get("intercept")
-        if b is not None:
-            ax.plot(x, b + trend["slope"] * x, "r--", label=f"trend {trend['slope']:+.3g}/step, τ={trend.get('kendall_tau', float('nan')):.2f}")
+    ax.plot(x, y, "o", ms=4, label=label)
+    fx, fy = isotonic_fit(x, y, increasing=higher_is_better)
+    if fx.size:
+        ax.plot(fx, fy, "r-", lw=1.6, label=ISOTONIC_METHOD)
+    trend = trend or {}
+    target = trend.get("target")
+    if target is not None:
+        ax.axhline(float(target), color="tab:green", ls="--", lw=1, label=f"target {target:g}")
+    reached = trend.get("x_to_target")
+    if reached is not None:
+        ax.axvline(float(reached), color="tab:green", ls=":", lw=1, label=f"target reached at cycle {reached:g}")
+    slope, tau = trend.get("slope"), trend.get("kendall_tau")
+    if slope is not None and np.isfinite(slope):
+        state = "converged" if trend.get("converged") else trend.get("trend", "")
+        ax.set_title(f"{label} per cycle: {state} (Theil–Sen slope {slope:+.3g}/cycle, Kendall τ "
+                     f"{tau if tau is not None else float('nan'):.2f}, p {trend.get('p_value', float('nan')):.2g})",
+                     fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("cycle")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
@@ -144,9 +188,11 @@ def leak_figure(samples: pd.DataFrame, fits: dict[str, dict[str, Any]] | None = 
 
 
 def resource_figure(samples: pd.DataFrame, column: str, label: str, *, scale: float = 1.0,
-                    title: str, fit: dict[str, Any] | None = None) -> Figure | None:
-    """One resource (FDs, threads, VRAM, disk) against hours; None when the column has no value."""
-    return series_figure(samples, [(column, label, scale)], title=title, fit={column: fit} if fit else None)
+                    title: str, fit: dict[str, Any] | None = None, count: bool = False) -> Figure | None:
+    """One resource (FDs, threads, VRAM, disk) against hours; None when the column has no value.
+    ``count``: whole-number ticks (FDs, threads)."""
+    return series_figure(samples, [(column, label, scale)], title=title, fit={column: fit} if fit else None,
+                         counts={column} if count else frozenset())
 
 
 def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
@@ -155,7 +201,9 @@ def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | 
         return None
     s = samples.dropna(subset=["llm_status"])
     s = thin(s, keep=~s["llm_status"].between(200, 399))  # every sample without an answer stays
-    t_h = s[time_col].to_numpy(dtype=float) / 3600.0
+    t_s = s[time_col].to_numpy(dtype=float)
+    per, unit = time_unit(float(np.nanmax(t_s)) if t_s.size else 0.0)
+    t_h = t_s / per
     status = s["llm_status"].to_numpy(dtype=float)
     up = (status >= 200) & (status < 400)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
@@ -170,7 +218,7 @@ def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | 
     if "llm_latency_ms" in s:
         ax2.plot(t_h, s["llm_latency_ms"].to_numpy(dtype=float), ".-", ms=3, lw=0.8)
     ax2.set_ylabel("latency (ms)")
-    ax2.set_xlabel("time since start (h)")
+    ax2.set_xlabel(f"time since start ({unit})")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -182,7 +230,7 @@ def monitor_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | Non
     cpu = "tree_cpu_pct" if "tree_cpu_pct" in samples and samples["tree_cpu_pct"].notna().any() else "cpu_pct"
     fds = "tree_num_fds" if "tree_num_fds" in samples and samples["tree_num_fds"].notna().any() else "num_fds"
     cols = [(rss, "RSS (MB)", 1 / MIB), (cpu, "CPU (%)", 1.0), (fds, "open FDs", 1.0)]
-    return series_figure(samples, cols, title="Process tree", time_col=time_col)
+    return series_figure(samples, cols, title="Process tree", time_col=time_col, counts={fds})
 
 
 def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
@@ -198,6 +246,9 @@ def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = 
         ax1.step(t, samples["requests_pending"].to_numpy(dtype=float), where="post", label="pending (*.json)")
         ax1.step(t, samples["requests_archived"].to_numpy(dtype=float), where="post", label="archived")
     ax1.set_ylabel("requests")
+    if not samples.empty and "requests_pending" in samples:
+        integer_axis(ax1, np.concatenate([samples["requests_pending"].to_numpy(dtype=float),
+                                          samples["requests_archived"].to_numpy(dtype=float)]))
     ax1.set_title("Request queue")
     ax1.grid(alpha=0.3)
     ax1.legend(loc="upper left", fontsize=8)
@@ -220,3 +271,14 @@ def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = 
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def loop_figure(loop: pd.DataFrame) -> Figure | None:
+    """Soak C's loop over time (``loop.parquet``): cycles, draws injected and each probe."""
+    if loop.empty or "t_s" not in loop or "cycles" not in loop:
+        return None
+    probes = [c for c in loop.columns if c.startswith("probe_")]
+    cols = [("cycles", "cycles", 1.0), ("draws_injected", "draws injected", 1.0)]
+    return series_figure(loop, cols + [(c, c.removeprefix("probe_"), 1.0) for c in probes], title="Autonomous loop",
+                         counts={"cycles", "draws_injected"})
+

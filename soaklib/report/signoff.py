@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis import evaluate, verdict
-from soaklib.report.observations import (
+from soaklib.analysis.units import bound_text, format_duration
+from soaklib.soak.observers import (
     MIB,
     OBSERVERS,
     alive_samples,
@@ -25,7 +26,9 @@ from soaklib.report.observations import (
     event_data,
     first_column,
     llm_reconnect,
+    log_tail,
     memory_intervals,
+    memory_note,
     observe_a,
     observe_b,
     observe_c,
@@ -34,20 +37,25 @@ from soaklib.report.observations import (
     slope_fit,
     soak_criteria,
     soak_of,
+    target_start,
+    target_started_row,
     warmup_for,
 )
-from soaklib.store import Run, atomic_write_json, atomic_write_text, load_run, signoff_paths
+from soaklib.report.soak_markdown import to_markdown
+from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
+from soaklib.runs import Run, load_run
+from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
 
 __all__ = [
-    "build_signoff", "write_signoff", "to_markdown", "growth_table", "soak_figures",
-    "analyze", "llm_reconnect", "observe_a", "observe_b", "observe_c", "soak_criteria",
+    "build_signoff", "write_signoff", "to_markdown", "growth_table", "soak_figures", "criteria_frame",
+    "analyze", "llm_reconnect", "observe_a", "observe_b", "observe_c", "soak_criteria", "verdict_line",
 ]  # fmt: skip
 
 SCHEMA_VERSION = 1
 # --------------------------------------------------------------------------- the signoff
 
 
-def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool) -> list[str]:
+def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, started: bool) -> list[str]:
     notes: list[str] = []
     if not complete:
         notes.append("incomplete run: the harness did not finish it; samples up to the last flush are analysed "
@@ -64,31 +72,55 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool) -> 
         notes.append(f"metric {metric} could not always be read: {reason}")
     for f in obs.get("preflight_failed") or []:
         notes.append(f"preflight finding (soaked anyway with --force): {f.get('message')}")
-    if a.get("n_samples"):
-        notes.append(f"growth fits leave out the first {a['warmup_s']:g} s (warm-up)")
+    if a.get("n_samples") and started:
+        notes.append(f"growth fits leave out the first {format_duration(a['warmup_s'])} (warm-up)" if a["warmup_s"]
+                     else "growth fits use every sample (no warm-up)")
     return notes
 
 
-def build_signoff(run: Run) -> dict[str, Any]:
-    """The signoff dict of a (partial) WATCHER soak run: criteria rows, verdict and context."""
-    soak = soak_of(run)
-    obs = read_observations(run)
-    a = analyze(run)
-    observed = OBSERVERS[soak](run, a)
+def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed: dict[str, Any]) -> list[dict[str, Any]]:
     rows = evaluate(soak_criteria(soak), observed, duration_h=a["duration_h"] or None,
                     overrides=run_params(run).get("criteria") or None, intervals=memory_intervals(a))
     metric_notes = criterion_notes(run, obs, observed)
+    mem = memory_note(a, observed)
+    if mem:
+        metric_notes["memory_growth_mb"] = "; ".join(x for x in (mem, metric_notes.get("memory_growth_mb")) if x)
     for row in rows:
         extra = metric_notes.get(row["metric"])
         if extra:
             row["note"] = "; ".join(x for x in (extra, row["note"]) if x)
+    return rows
+
+
+def build_signoff(run: Run) -> dict[str, Any]:
+    """The signoff dict of a (partial) WATCHER soak run: criteria rows, verdict and context.
+
+    Beside the verdict (PASS / FAIL) it says what that may be called (``verdict_label``,
+    ``production_ready``, ``verdict_reasons``: :mod:`soaklib.report.verdict`), what was
+    soaked for how long against the plan (``provenance``, ``run_length_s``,
+    ``plan_length_s``), and for a target that died or never started its last log lines
+    (``target_log_tail``, redacted). A target that did not start gets one
+    ``target_started`` FAIL row; the criteria it could not be judged by are ``not_judged``.
+    """
+    soak = soak_of(run)
+    obs = read_observations(run)
+    a = analyze(run)
+    observed = OBSERVERS[soak](run, a)
+    started, why = target_start(run, obs)
+    tail = log_tail(run) if not started or obs.get("target_exit") is not None or obs.get("error") else []
+    if started:
+        rows, not_judged = _rows(run, soak, obs, a, observed), []
+    else:
+        rows, not_judged = [target_started_row(why, tail)], [c.metric for c in soak_criteria(soak)]
     complete = bool(run.complete and obs and not obs.get("interrupted") and not obs.get("error"))
     result = verdict(rows) if complete else "FAIL"
     events = event_data(run.events)
     counts: dict[str, int] = {}
     for e in events:
         counts[e["kind"]] = counts.get(e["kind"], 0) + 1
-    return {
+    run_length_s = (a["duration_h"] or 0.0) * 3600.0
+    prov = provenance(run, run_length_s)
+    signoff: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
         "soak": soak,
@@ -104,34 +136,63 @@ def build_signoff(run: Run) -> dict[str, Any]:
         "halt": obs.get("halt"),
         "target_exit": obs.get("target_exit"),
         "events": {"counts": counts, "first": events[:50]},
-        "notes": _notes(run, obs, a, complete),
+        "notes": _notes(run, obs, a, complete, started),
         "parameters": run_params(run),
         "environment": run.manifest.get("environment") or {},
         "figures": {},
+        "provenance": prov,
+        "run_length_s": run_length_s,
+        "plan_length_s": prov["plan_length_s"],
+        "plan_length_max_s": prov["plan_length_max_s"],
+        "target_started": started,
+        "target_log_tail": tail,
+        "not_judged": not_judged,
     }
+    words = signoff_verdict(signoff)
+    signoff.update(verdict_label=words.label, production_ready=words.production_ready, verdict_reasons=words.reasons)
+    return signoff
 
 
 def growth_table(signoff: dict[str, Any]) -> pd.DataFrame:
-    """Memory series of the signoff's analysis (tree RSS, RSS, USS, VRAM): levels, slope with CI, trend."""
+    """Memory series of the signoff's analysis (tree RSS, RSS, USS, VRAM): levels, slope with CI, trend.
+
+    ``raw_growth_mb`` is the last − first bin median after the warm-up; ``fitted_growth_mb``
+    the Theil–Sen slope × the run's length (what the memory_growth_mb row judges)."""
     a = signoff.get("analysis") or {}
+    hours = a.get("duration_h") or 0.0
     rows = []
     for key, label in (("tree_rss", "tree RSS"), ("rss", "RSS"), ("uss", "USS"), ("vram", "target VRAM"),
                        ("gpu_used", "GPU used (device)")):
         m = a.get(key)
         if m:
+            slope = m["slope_mb_per_h"]
             rows.append({"series": label, "first_mb": m["first_mb"], "last_mb": m["last_mb"],
-                         "slope_mb_per_h": m["slope_mb_per_h"], "slope_low_mb_per_h": m["slope_low_mb_per_h"],
-                         "slope_high_mb_per_h": m["slope_high_mb_per_h"], "growth_mb": m["growth_mb"],
+                         "raw_growth_mb": m["raw_growth_mb"], "slope_mb_per_h": slope,
+                         "slope_low_mb_per_h": m["slope_low_mb_per_h"], "slope_high_mb_per_h": m["slope_high_mb_per_h"],
+                         "fitted_growth_mb": slope * hours if slope is not None else None,
                          "trend": m["trend"], "kendall_p": m["p_value"], "n_bins": m["n_bins"]})
     return pd.DataFrame(rows)
 
 
+def criteria_frame(signoff: dict[str, Any]) -> pd.DataFrame:
+    """The criteria rows as the Markdown shows them: bounds with their direction (≤ 12.5, > 50, ≥ 5)."""
+    cols = ["metric", "observed", "unit", "pass", "fail", "status", "note"]
+    return pd.DataFrame([{"metric": r["metric"], "observed": r["observed"], "unit": r["unit"],
+                          "pass": bound_text(r["pass_bound"], r.get("direction"), kind="pass"),
+                          "fail": bound_text(r["fail_bound"], r.get("direction"), kind="fail"),
+                          "status": r["status"], "note": r.get("note") or ""} for r in signoff["criteria"]],
+                        columns=cols)
+
+
 def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The signoff's figures (leak curve with fit and band, FDs, threads, VRAM, disk, LLM health)."""
+    """The signoff's figures: leak curve with fit and band, FDs, threads, VRAM, disk, LLM health;
+    soak B's request queue (``requests.parquet``); soak C's convergence (isotonic fit over
+    the cycles) and loop (``loop.parquet``). None for a target that did not start."""
     from soaklib.report import plots
+    from soaklib.store import read_table
 
     s = run.samples
-    if s.empty or "t_s" not in s:
+    if s.empty or "t_s" not in s or (signoff or {}).get("target_started") is False:
         return {}
     warmup = (signoff or {}).get("analysis", {}).get("warmup_s") if signoff else None
     warmup = warmup if warmup is not None else warmup_for(run, float(s["t_s"].max() - s["t_s"].min()))
@@ -141,83 +202,25 @@ def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, A
     vram_fit = slope_fit(alive, "gpu_target_bytes", warmup) if first_column(alive, "gpu_target_bytes") else None
     figs = {
         "leak": plots.leak_figure(alive, fits),
-        "fds": plots.resource_figure(alive, fd_col, "open FDs", title="File descriptors (target tree)"),
-        "threads": plots.resource_figure(alive, "threads", "threads", title="Threads (target)"),
+        "fds": plots.resource_figure(alive, fd_col, "open FDs", title="File descriptors (target tree)", count=True),
+        "threads": plots.resource_figure(alive, "threads", "threads", title="Threads (target)", count=True),
         "vram": plots.resource_figure(alive, "gpu_target_bytes", "target VRAM (MB)", scale=1 / MIB,
                                       title="GPU memory of the target", fit=vram_fit),
         "disk": plots.resource_figure(s, "watched_bytes", "watched bytes (MB)", scale=1 / MIB,
                                       title="Disk: watched folders and target log"),
         "llm": plots.llm_health_figure(s),
     }
+    soak = (signoff or {}).get("soak") or soak_of(run)
+    if soak == "b":
+        figs["queue"] = plots.queue_figure(s, read_table(run.path / "requests.parquet"))
+    if soak == "c":
+        observed = (signoff or {}).get("observed") or OBSERVERS["c"](run, None)
+        conv = observed.get("convergence") if isinstance(observed.get("convergence"), dict) else {}
+        points = (conv or {}).get("points") or []
+        figs["convergence"] = plots.convergence_figure([p[0] for p in points], [p[1] for p in points], conv,
+                                                       label=(conv or {}).get("metric", "metric"))
+        figs["loop"] = plots.loop_figure(read_table(run.path / "loop.parquet"))
     return {k: v for k, v in figs.items() if v is not None}
-
-
-def to_markdown(signoff: dict[str, Any]) -> str:
-    """The human-readable signoff: verdict, criteria table, triage for FAIL rows, figures."""
-    s = signoff
-    out = [f"# WATCHER soak {s['soak'].upper()}: {s['run_id']}", ""]
-    ready = "production-ready" if s["verdict"] == "PASS" else "needs fixes"
-    out += [f"**Verdict: {s['verdict']}** ({ready}) · complete: {'yes' if s['complete'] else 'no'} · "
-            f"duration {_dur(s['duration_h'])} · started {s.get('started_at') or '–'}", ""]
-    out += ["## Criteria", "", "| metric | observed | unit | pass bound | fail bound | status | note |",
-            "|---|---|---|---|---|---|---|"]
-    for r in s["criteria"]:
-        out.append(f"| {r['metric']} | {_fmt(r['observed'])} | {r['unit']} | {_fmt(r['pass_bound'])} | "
-                   f"{_fmt(r['fail_bound'])} | **{r['status']}** | {_cell(r.get('note') or '')} |")
-    failing = [r for r in s["criteria"] if r["status"] in ("FAIL", "WARN") and r.get("triage")]
-    if failing:
-        out += ["", "## Triage", ""]
-        out += [f"- **{r['metric']}** ({r['status']}): {r['triage']}" for r in failing]
-    a = s.get("analysis") or {}
-    mem = a.get("tree_rss") or a.get("rss")
-    out += ["", "## Analysis", ""]
-    if mem:
-        out.append(f"- tree RSS: {mem['first_mb']:.1f} → {mem['last_mb']:.1f} MB, slope "
-                   f"{_fmt(mem['slope_mb_per_h'])} MB/h (95% CI {_fmt(mem['slope_low_mb_per_h'])} … "
-                   f"{_fmt(mem['slope_high_mb_per_h'])}), trend {mem['trend']}; {mem['method']}")
-    if a.get("vram"):
-        out.append(f"- target VRAM: slope {_fmt(a['vram']['slope_mb_per_h'])} MB/h, trend {a['vram']['trend']}")
-    if a.get("fds"):
-        f = a["fds"]
-        out.append(f"- FDs: {f['fd_min']} … {f['fd_max']} (range {f['fd_range']}), Kendall tau {_fmt(f['kendall_tau'])}")
-    if a.get("threads"):
-        out.append(f"- threads: {a['threads']['fd_min']} … {a['threads']['fd_max']}")
-    if a.get("llm") and a["llm"].get("state"):
-        ll = a["llm"]
-        out.append(f"- LLM health: {ll['state']}, {ll['down_samples']} of {ll['samples']} samples without answer")
-    h = a.get("harness") or {}
-    if h.get("sample_cost_ms_p50") is not None:
-        out.append(f"- observer: sample cost p50 {h['sample_cost_ms_p50']:.2f} ms, p99 "
-                   f"{_fmt(h['sample_cost_ms_p99'])} ms; bytes read per sample at most {h['bytes_read_max']}")
-    ev = s.get("events") or {}
-    if ev.get("counts"):
-        out += ["", "## Events", "", ", ".join(f"{k}: {v}" for k, v in sorted(ev["counts"].items())), ""]
-        for e in [e for e in ev.get("first", []) if e["kind"] not in ("log_error",)][:20]:
-            out.append(f"- {e['t_s']:.1f} s · {e['kind']}: {_cell(e.get('message') or '')}")
-    if s.get("notes"):
-        out += ["", "## Notes", ""] + [f"- {n}" for n in s["notes"]]
-    if s.get("figures"):
-        out += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in s["figures"].items()]
-    return "\n".join(out) + "\n"
-
-
-def _dur(hours: float) -> str:
-    secs = (hours or 0.0) * 3600.0
-    return f"{secs:.1f} s" if secs < 120 else f"{secs / 60:.1f} min" if secs < 7200 else f"{hours:.2f} h"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    return str(v)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def write_signoff(

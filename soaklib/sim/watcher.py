@@ -291,6 +291,12 @@ def stop_daemon(project_dir: Path) -> int:
     return 1
 
 
+def knob_flags() -> dict[str, str]:
+    """The daemon's options by name (argparse dest) with their flag, e.g. ``leak_mb_per_h``
+    → ``--leak-mb-per-h``: what a soak's ``sim:`` parameters may set."""
+    return {a.dest: a.option_strings[-1] for a in build_parser()._actions if a.option_strings and a.dest != "help"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m soaklib.sim.watcher", description=__doc__.split("\n")[0])
     p.add_argument("--project-dir", required=True, help="the daemon's project folder")

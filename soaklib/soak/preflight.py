@@ -1,7 +1,4 @@
-"""Before a soak starts: its run plan, and the soak preflight of the plan's section 2.
-
-``plan_run`` decides the run id and folders, the protocol profile and the target's argv
-without starting anything. The soak preflight does what the soak plan's section 2 checks by hand.
+"""The soak preflight: what the soak plan's section 2 checks by hand, before a soak starts.
 
 Every check runs and becomes a :class:`Finding`; the soak refuses to start with one list of
 everything to fix (``TargetError``, exit 3), or, with ``force``, records the findings and
@@ -12,29 +9,19 @@ instance of the target already running.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import psutil
 
-from soaklib.errors import ParameterError, TargetError
+from soaklib.errors import TargetError
 from soaklib.params import SoakParams
-from soaklib.observe.gpu import gpu_inventory
-from soaklib.watcher.protocol import Profile, get_profile
-from soaklib.observe.sampler import HealthProbe
-from soaklib.proc.target import Target, find_matching
-from soaklib.store import MANIFEST, run_dir_for, utc_stamp
+from soaklib.observe.health import HealthProbe
+from soaklib.proc.find import find_matching
 
-REFERENCE_HALT_FILE = "agent_halt"  # project-local: the operator's /tmp/agent_halt is never touched
-REFERENCE_MODULE = "soaklib.sim.watcher"
-_HARNESS_FLAGS = {"project_dir", "daemon", "llm_url", "halt_file", "profile", "process_requests", "halt", "stop"}
 MAX_LOCK_SCAN_ENTRIES = 50_000  # a huge project folder is scanned this far, then noted
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
 
@@ -178,131 +165,3 @@ def enforce(findings: list[Finding], force: bool) -> list[Finding]:
             findings=[f.to_dict() for f in findings],
         )
     return failed
-
-
-# --------------------------------------------------------------------------- the run plan
-
-
-def git_commit() -> str | None:
-    """The commit of the soaklib checkout, when it is one."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    """What ran the soak: host, Python, package versions, commit, CPUs, GPU inventory."""
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("soaklib", "pandas", "pyarrow", "scipy", "psutil", "nvidia-ml-py"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "packages": versions, "commit": git_commit(), "gpu": gpu_inventory()}
-
-
-def knob_argv(sim: dict[str, Any]) -> list[str]:
-    """``{"leak_mb_per_h": 3600, "ignore_halt": True}`` → ``--leak-mb-per-h 3600 --ignore-halt``."""
-    from soaklib.sim.watcher import build_parser
-
-    known = {a.dest: a for a in build_parser()._actions if a.option_strings}
-    argv: list[str] = []
-    for name, value in sim.items():
-        key = name.replace("-", "_")
-        if key not in known or key in _HARNESS_FLAGS or key == "help":
-            allowed = sorted(k for k in known if k not in _HARNESS_FLAGS and k != "help")
-            raise ParameterError(f"sim.{name}: unknown reference-daemon knob; allowed are {', '.join(allowed)}",
-                                 key=f"sim.{name}", value=value)
-        flag = known[key].option_strings[-1]
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, (int, float, str)):
-            argv += [flag, str(value)]
-        else:
-            raise ParameterError(f"sim.{name} = {value!r} is invalid: expected a number, a string or true",
-                                 key=f"sim.{name}", value=value)
-    return argv
-
-
-@dataclass
-class RunPlan:
-    """Everything decided about a soak before any process starts (parameters already checked)."""
-
-    run_id: str
-    run_dir: Path
-    project_dir: Path
-    profile: Profile
-    reference: bool
-    start_stub: bool
-    halt_paths: list[Path]
-
-
-def plan_run(params: SoakParams) -> RunPlan:
-    """Run id and folder, project folder, profile (a project-local halt file for the reference
-    daemon), halt files; refuses an existing run folder, unknown knobs and bad criteria (exit 2)."""
-    run_id = params.run_id or f"soak-{params.soak}-{utc_stamp()}"
-    run_dir = run_dir_for(params.output_dir, run_id)
-    if (run_dir / MANIFEST).exists():
-        raise ParameterError(f"run folder {run_dir} already exists: choose another run id (--run-id)",
-                             key="run_id", value=run_id)
-    t = params.target
-    attach = t.pid is not None or t.match is not None
-    reference = t.command is None and not attach
-    overrides = dict(params.profile_overrides)
-    if reference and params.profile == "watcher-v2":
-        overrides["halt_file"] = REFERENCE_HALT_FILE
-    profile = get_profile(params.profile, overrides)
-    if params.project_dir is not None:
-        project_dir = Path(params.project_dir).expanduser().resolve()
-    elif reference:
-        project_dir = (run_dir / "project").resolve()
-    elif attach:
-        project_dir = Path(attached_cwd(t.pid, t.match))
-    else:
-        raise ParameterError("project_dir is required when target.command is set (the daemon's folder)",
-                             key="project_dir")
-    if params.sim and not reference:
-        raise ParameterError("sim knobs apply to the reference daemon only: remove sim or target.command/pid/match",
-                             key="sim")
-    halt_paths = [profile.path(project_dir, "halt_file")]
-    if t.halt.method == "flag" and t.halt.flag:
-        flag = Path(t.halt.flag)
-        halt_paths.append(flag if flag.is_absolute() else project_dir / flag)
-    if reference:
-        knob_argv(params.sim)  # unknown knobs are refused before anything starts
-    from soaklib.analysis.criteria import apply_overrides
-    from soaklib.report.signoff import soak_criteria
-
-    apply_overrides(soak_criteria(params.soak), params.criteria)  # bad criteria: exit 2 before any work
-    start_stub = (reference and params.llm.health_url is not None) or params.llm.start_stub
-    return RunPlan(run_id, run_dir, project_dir, profile, reference, start_stub,
-                 [p for p in dict.fromkeys(halt_paths) if p is not None])
-
-
-def attached_cwd(pid: int | None, match: str | None) -> str:
-    """The working folder of the process to attach to (its project folder by default)."""
-    target = Target.attach(pid=pid, match=match)
-    try:
-        return psutil.Process(target.pid).cwd()
-    except psutil.Error as e:
-        raise TargetError(f"cannot read the working folder of pid {target.pid} ({e}): set project_dir",
-                          pid=target.pid) from None
-
-
-def target_argv(params: SoakParams, plan: RunPlan, llm_url: str | None) -> list[str]:
-    """The target's argv: ``target.command``, or the reference daemon with its knobs."""
-    if not plan.reference:
-        return list(params.target.command or [])
-    argv = [sys.executable, "-m", REFERENCE_MODULE, "--project-dir", str(plan.project_dir), "--daemon",
-            "--profile", plan.profile.name, "--halt-file", str(plan.halt_paths[0])]
-    if llm_url:
-        argv += ["--llm-url", llm_url]
-    return argv + knob_argv(params.sim)

@@ -19,19 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from soaklib.errors import ProtocolError
-from soaklib.watcher.protocol import (
-    Profile,
-    build_request,
-    classify,
-    dispatch_type_of,
-    parse_archive_name,
-    parse_decision_line,
-    request_key,
-    write_request,
-)
-from soaklib.observe.readers import IncrementalReader
+from soaklib.watcher.decisions import PROBE_SOURCE, Decision, DecisionStream
+from soaklib.watcher.protocol import Profile, build_request, parse_archive_name, write_request
 
-PROBE_SOURCE = "soak_protocol_check"
 PROBE_PREFIX = "soak_check"
 PROBE_SEQ = 0  # soak B numbers its requests from 1
 DEFAULT_TIMEOUT_S = 45.0
@@ -40,20 +30,9 @@ POLL_S = 0.1
 OTHER_PROFILE = {"watcher-v2": "plan", "plan": "watcher-v2"}
 
 
-def entry_source(entry: Mapping[str, Any]) -> str | None:
-    """The ``source`` of a decision line (``details.source`` for watcher-v2, top level for the plan)."""
-    details = entry.get("details")
-    if isinstance(details, Mapping) and isinstance(details.get("source"), str):
-        return details["source"]
-    source = entry.get("source")
-    return source if isinstance(source, str) else None
-
-
-def is_probe_entry(entry: Mapping[str, Any], probe_name: str | None = None) -> bool:
+def is_probe_entry(d: Decision, probe_name: str | None = None) -> bool:
     """True for a decision line written for the protocol-check probe."""
-    if entry_source(entry) == PROBE_SOURCE:
-        return True
-    return probe_name is not None and request_key(entry) == probe_name
+    return d.probe or (probe_name is not None and d.request == probe_name)
 
 
 def timeout_for(reference: bool, sim: Mapping[str, Any] | None) -> float:
@@ -101,8 +80,8 @@ class ProtocolCheck:
         self.settle_s = settle_s
         self.name: str | None = None
         self.body: dict[str, Any] = {}
-        self._reader: IncrementalReader | None = None
-        self._lines: list[dict[str, Any]] = []
+        self._stream: DecisionStream | None = None
+        self._lines: list[Decision] = []
         self._bad: list[str] = []
         self._other_lines = 0
         self._t0 = 0.0
@@ -128,7 +107,7 @@ class ProtocolCheck:
 
     def start(self) -> str:
         """Open the decision log at its end, then stage the probe; returns its file name."""
-        self._reader = IncrementalReader(self._dir("decision_log"), from_end=True)
+        self._stream = DecisionStream(self._dir("decision_log"), self.profile, from_end=True)
         self.name, self.body = build_request(
             self.profile, "selfplay", PROBE_SEQ, source=PROBE_SOURCE, episodes=1, prefix=PROBE_PREFIX,
             reason="soak protocol check: one harmless 1-episode selfplay request",
@@ -138,15 +117,12 @@ class ProtocolCheck:
         return self.name
 
     def _read_lines(self) -> None:
-        assert self._reader is not None
-        for text in self._reader.read_lines():
-            if not text.strip():
-                continue
-            entry = parse_decision_line(text)
-            if entry is None:
-                self._bad.append(text.strip()[:200])
-            elif is_probe_entry(entry, self.name):
-                self._lines.append(entry)
+        assert self._stream is not None
+        for d in self._stream.poll():
+            if d.kind == "bad":
+                self._bad.append(d.text)
+            elif is_probe_entry(d, self.name):
+                self._lines.append(d)
             else:
                 self._other_lines += 1
 
@@ -230,11 +206,11 @@ class ProtocolCheck:
 
     def _status(self) -> str | None:
         statuses = [s for s, _ in self._archive if s]
-        if "UNKNOWN_TYPE" in statuses or any(_status_of(e) == "UNKNOWN_TYPE" for e in self._lines):
+        if "UNKNOWN_TYPE" in statuses or any(d.status == "UNKNOWN_TYPE" for d in self._lines):
             return "UNKNOWN_TYPE"
         if statuses:
             return statuses[0]
-        line_statuses = [_status_of(e) for e in self._lines if _status_of(e)]
+        line_statuses = [d.status for d in self._lines if d.status]
         if "INVALID" in line_statuses:
             return "INVALID"
         return line_statuses[-1] if line_statuses else None
@@ -243,8 +219,8 @@ class ProtocolCheck:
         p = self.profile
         rtype = str(self.body.get("request_type"))
         notes: list[str] = []
-        dispatch = [e for e in self._lines if classify(e, p) == "dispatch"]
-        dtypes = [t for t in (dispatch_type_of(e) for e in dispatch) if t]
+        dispatch = [d for d in self._lines if d.kind == "dispatch"]
+        dtypes = [d.dispatch_type for d in dispatch if d.dispatch_type]
         if not self._lines:
             raise self._error("no_lines", elapsed, status=status)
         unknown = [t for t in dtypes if not any(t in routes for routes in p.routing.values())]
@@ -345,7 +321,3 @@ class ProtocolCheck:
             f"appeared in {self._rel('archive_dir')}/ within {self.timeout_s:g} s; set profile_overrides."
             f"archive_dir=<its archive folder>", **fields)
 
-
-def _status_of(entry: Mapping[str, Any]) -> str | None:
-    status = entry.get("status")
-    return status.upper() if isinstance(status, str) else None

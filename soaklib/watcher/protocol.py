@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +23,6 @@ from soaklib.store import atomic_write_bytes, utc_now
 
 ARCHIVE_STATUSES = ("COMPLETED", "FAILED", "REJECTED", "REJECTED_BY_LLM", "DRY_RUN_OK", "INVALID", "UNKNOWN_TYPE")
 REQUEST_SUFFIX = ".json"
-KINDS = ("dispatch", "step", "heuristic_fallback", "other")
 _STAMP_FMT = "%Y%m%d_%H%M%S"
 
 
@@ -328,137 +326,6 @@ def scan_queue(project_dir: str | os.PathLike[str], profile: Profile, *, check_b
             if not ok:
                 state.corrupt.append(n)
     return state
-
-
-# --------------------------------------------------------------------------- decision log
-
-
-def parse_decision_line(text: str | bytes) -> dict[str, Any] | None:
-    """One decision-log line as a dict; None for a line that is not a JSON object."""
-    try:
-        entry = json.loads(text)
-    except (ValueError, TypeError):
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-_MARKER_FIELDS = ("event", "action", "decision", "status", "dispatch_type", "type", "parse_method")
-
-
-def is_heuristic_marker(entry: Mapping[str, Any]) -> bool:
-    """A decision-log entry that records a heuristic fallback (``event: heuristic_fallback`` …)."""
-    if entry.get("heuristic_fallback") is True:
-        return True
-    return any(entry.get(k) == "heuristic_fallback" for k in _MARKER_FIELDS)
-
-
-def dispatch_type_of(entry: Mapping[str, Any]) -> str | None:
-    """The dispatch type of a decision line (plan lines without one: their request type)."""
-    for key in ("dispatch_type", "request_type"):
-        value = entry.get(key)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def classify(entry: Mapping[str, Any], profile: Profile) -> str:
-    """``dispatch``, ``step``, ``heuristic_fallback`` or ``other``, by the entry's fields."""
-    if profile.heuristic_in_decisions and is_heuristic_marker(entry):
-        return "heuristic_fallback"
-    if isinstance(entry.get("dispatch_type"), str):
-        return "dispatch"
-    if isinstance(entry.get("request_type"), str) and ("sequence_number" in entry or "status" in entry):
-        return "dispatch"
-    if "step" in entry or "step_name" in entry:
-        return "step"
-    return "other"
-
-
-def request_key(entry: Mapping[str, Any]) -> str | None:
-    """The request a decision line belongs to: ``details.request_path`` basename or sequence number."""
-    details = entry.get("details")
-    details = details if isinstance(details, Mapping) else {}
-    path = details.get("request_path", entry.get("request_path"))
-    if isinstance(path, str) and path:
-        return os.path.basename(path)
-    seq = entry.get("sequence_number", details.get("sequence_number"))
-    if isinstance(seq, (int, str)) and not isinstance(seq, bool) and str(seq) != "":
-        return str(seq)
-    return None
-
-
-@dataclass
-class DecisionCounters:
-    """Counts over decision-log entries appended during the soak (feed with ``update``).
-
-    ``dispatch_selfplay`` / ``dispatch_learning`` count dispatch lines, not request records
-    (a v2 selfplay request writes a ``selfplay`` line and a ``ch13_request_…`` record).
-    ``entries`` counts dispatch lines per request key (archive name or sequence number, as a
-    string) and ``dispatch_types`` lists their types, for duplicate and routing checks.
-    """
-
-    profile: Profile = field(default_factory=Profile, repr=False)
-    lines: int = 0
-    bad_lines: int = 0
-    completed: int = 0
-    dispatch_selfplay: int = 0
-    dispatch_learning: int = 0
-    unknown_type: int = 0
-    heuristic_fallback: int = 0
-    heuristic_steps: int = 0  # step lines with parse_method "heuristic" (v2)
-    steps: int = 0
-    entries: dict[str, int] = field(default_factory=dict)
-    dispatch_types: dict[str, list[str]] = field(default_factory=dict)
-    by_source: Counter = field(default_factory=Counter)
-
-    def update(self, entry: Mapping[str, Any] | None) -> str | None:
-        """Count one entry (None = a line that did not parse); returns its kind."""
-        self.lines += 1
-        if entry is None:
-            self.bad_lines += 1
-            return None
-        kind = classify(entry, self.profile)
-        status = entry.get("status")
-        status = status.upper() if isinstance(status, str) else None
-        if status == "COMPLETED":
-            self.completed += 1
-        if status == "UNKNOWN_TYPE":
-            self.unknown_type += 1
-        if kind == "heuristic_fallback":
-            self.heuristic_fallback += 1
-        elif kind == "step":
-            self.steps += 1
-            if entry.get("parse_method") == "heuristic":
-                self.heuristic_steps += 1
-        details = entry.get("details")
-        source = (details.get("source") if isinstance(details, Mapping) else None) or entry.get("source")
-        if isinstance(source, str):
-            self.by_source[source] += 1
-        dtype = dispatch_type_of(entry)
-        if kind != "dispatch" or dtype is None:
-            return kind
-        logical = self.profile.dispatch_kind(dtype) if status != "UNKNOWN_TYPE" else None
-        if logical == "selfplay":
-            self.dispatch_selfplay += 1
-        elif logical == "learning_loop":
-            self.dispatch_learning += 1
-        key = request_key(entry)
-        if key is not None:
-            self.entries[key] = self.entries.get(key, 0) + 1
-            self.dispatch_types.setdefault(key, []).append(dtype)
-        return kind
-
-    def as_row(self) -> dict[str, int]:
-        """The scalar counters, named as sample columns."""
-        return {
-            "decision_lines": self.lines,
-            "decision_bad_lines": self.bad_lines,
-            "decisions_completed": self.completed,
-            "dispatch_selfplay": self.dispatch_selfplay,
-            "dispatch_learning": self.dispatch_learning,
-            "unknown_type": self.unknown_type,
-            "heuristic_steps": self.heuristic_steps,
-        }
 
 
 def log_paths(profile: Profile, project_dir: str | os.PathLike[str] | None, captured: str | os.PathLike[str] | None) -> list[Path]:

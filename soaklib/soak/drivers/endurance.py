@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from soaklib.watcher.protocol import build_request, write_request
-from soaklib.soak.harness import SoakContext
+from soaklib.soak.context import SoakContext
 from soaklib.proc.target import HaltResult, Target
 
 PROBE_SOURCE = "soak_test_A_probe"
@@ -55,7 +55,7 @@ class EnduranceSoak:
                                "probes": self.injected}
         if ctx.target.is_running():
             result = halt_target(ctx)
-            out["halt"] = result
+            ctx.record_halt(result)
             out["halt_s"] = result.halt_s
         return out
 

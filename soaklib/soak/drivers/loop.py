@@ -30,14 +30,15 @@ from soaklib.analysis import convergence_trend
 from soaklib.prng import draw_values
 from soaklib.watcher import draws as injector
 from soaklib.watcher.draws import bootstrap_history, inject_draws
-from soaklib.watcher.protocol import Profile, classify, dispatch_type_of, parse_decision_line
+from soaklib.watcher.decisions import Decision, DecisionStream
+from soaklib.watcher.protocol import Profile
 from soaklib.watcher.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
-from soaklib.watcher.check import ProtocolCheck, is_probe_entry, timeout_for
-from soaklib.observe.readers import IncrementalReader, StatCache, check_probe, count_files, json_probe
+from soaklib.watcher.check import ProtocolCheck, timeout_for
+from soaklib.observe.readers import StatCache, check_probe, count_files, json_probe
 from soaklib.store import write_table
 
 if TYPE_CHECKING:
-    from soaklib.soak.harness import SoakContext
+    from soaklib.soak.context import SoakContext
 
 BACKUP_DIR = "operator_backup"
 LOOP_TABLE = "loop.parquet"
@@ -72,36 +73,29 @@ class LoopCounters:
     def cycles(self) -> int:
         return len(self.run_ids) + self.anonymous_cycles
 
-    def update(self, text: str) -> None:
-        if not text.strip():
-            return
+    def update(self, d: Decision) -> None:
+        """Count one decision-log line."""
         self.lines += 1
-        entry = parse_decision_line(text)
-        if entry is None:
+        if d.kind == "bad":
             self.bad_lines += 1
             return
-        if is_probe_entry(entry):
+        if d.probe:
             return
-        kind = classify(entry, self.profile)
-        if kind == "heuristic_fallback":
+        if d.kind == "heuristic_fallback":
             self.heuristic += 1
-        elif kind == "step" and entry.get("parse_method") == "heuristic":
-            self.heuristic_steps += 1
-        dtype = dispatch_type_of(entry)
-        if kind != "dispatch" or dtype is None:
+        self.heuristic_steps += d.heuristic_step
+        if d.kind != "dispatch" or d.dispatch_type is None:
             return
-        status = str(entry.get("status") or "").upper()
-        logical = self.profile.dispatch_kind(dtype)
-        if logical is None or status in ("UNKNOWN_TYPE", "INVALID"):
+        logical = self.profile.dispatch_kind(d.dispatch_type)
+        if logical is None or d.status in ("UNKNOWN_TYPE", "INVALID"):
             return
         if logical == "selfplay":
             self.selfplay += 1
         elif logical == "learning_loop":
             self.learning += 1
-        if status == "COMPLETED":
-            run_id = entry.get("run_id")
-            if isinstance(run_id, str) and run_id:
-                self.run_ids.add(run_id)
+        if d.status == "COMPLETED":
+            if d.run_id is not None:
+                self.run_ids.add(d.run_id)
             else:
                 self.anonymous_cycles += 1
 
@@ -146,7 +140,7 @@ class LoopSoak:
         self.notes: list[str] = []
         self.stopped = False
         self._after: AfterSoak | None = None
-        self._reader: IncrementalReader | None = None
+        self._stream: DecisionStream | None = None
         self._cache = StatCache()
         self._pending_since: dict[str, float] = {}
         self._t_inject0 = 0.0
@@ -169,7 +163,7 @@ class LoopSoak:
         self.counters = LoopCounters(profile)
         log = profile.path(ctx.project_dir, "decision_log")
         assert log is not None
-        self._reader = IncrementalReader(log, from_end=True)
+        self._stream = DecisionStream(log, profile, from_end=True)
         try:
             if self.check_protocol:
                 ctx.echo("soak c: protocol check (one probe request)")
@@ -253,9 +247,9 @@ class LoopSoak:
         return sorted(n for n, since in self._pending_since.items() if now_s - since >= limit)
 
     def _read(self, ctx: SoakContext) -> None:
-        assert self._reader is not None and self.counters is not None
-        for line in self._reader.read_lines():
-            self.counters.update(line)
+        assert self._stream is not None and self.counters is not None
+        for d in self._stream.poll():
+            self.counters.update(d)
 
     def tick(self, ctx: SoakContext, row: dict[str, Any]) -> bool:
         if self.stopped or self.counters is None:

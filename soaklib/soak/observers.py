@@ -16,10 +16,19 @@ import pandas as pd
 
 from soaklib.analysis import DEFAULT_CRITERIA, Criterion
 from soaklib.analysis.growth import disk_growth, fd_stability, growth_slope, memory_growth
-from soaklib.store import Run
+from soaklib.analysis.units import format_duration
+from soaklib.redact import redact
+from soaklib.runs import Run
 
 MIB = 2**20
 MAX_AUTO_WARMUP_S = 600.0
+LOG_TAIL_LINES = 20  # last lines of target.log shown when the target died or did not start
+LOG_TAIL_BYTES = 64 * 1024  # read at most this much of the end of target.log
+MIN_RUNNING_SAMPLES = 2  # fewer samples of a live target than this: it never ran one interval
+TARGET_STARTED_TRIAGE = (
+    "The target did not start: read the last lines of target.log (below), then run target.command by hand in "
+    "project_dir with target.env; check the daemon's config files and its Python path. The harness judged "
+    "nothing else: no resource or queue criterion can be measured on a process that never ran.")
 TARGET_ALIVE = Criterion(
     "target_alive", "Target alive until the halt: no crash or exit on its own", "bool", True, True, "eq",
     triage="The daemon died during the soak: read the end of target.log (the exit code and signal are in the "
@@ -181,6 +190,7 @@ def observe_a(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
     halt = obs.get("halt") or {}
     return {
         "memory_growth_mb": slope * a["duration_h"] if slope is not None else None,
+        "memory_growth_raw_mb": _num(mem["raw_growth_mb"]) if mem else None,
         "memory_slope_mb_per_h": slope,
         "fd_range": fds["fd_range"] if fds else None,
         "fd_trend": int(bool(fds["monotonic_increasing"])) if fds else None,
@@ -220,6 +230,7 @@ def _observe_driver(run: Run, analysis: dict[str, Any] | None) -> dict[str, Any]
     base = {
         "errors": (a.get("logs") or {}).get("tracebacks"),
         "memory_growth_mb": _num(mem["slope_mb_per_h"]) * a["duration_h"] if mem and _num(mem["slope_mb_per_h"]) is not None else None,
+        "memory_growth_raw_mb": _num(mem["raw_growth_mb"]) if mem else None,
         "pending": (a.get("requests") or {}).get("pending"),
         "target_alive": _target_alive(run, obs),
     }
@@ -316,8 +327,72 @@ def criterion_notes(run: Run, obs: dict[str, Any], observed: dict[str, Any]) -> 
     te = obs.get("target_exit")
     if te is not None:
         notes["target_alive"] = f"exited at {te.get('exited_at_s', float('nan')):.1f} s, code {te.get('returncode')}, signal {te.get('signal')}"
+        for k, v in observed.items():
+            if v is None:
+                notes.setdefault(k, f"not observed: the target exited at {format_duration(te.get('exited_at_s'))} "
+                                    f"(code {te.get('returncode')}) before this could be measured")
     if not obs:
         for k, v in observed.items():
             if v is None:
                 notes.setdefault(k, "not observed: the run ended early (partial run)")
     return notes
+
+
+def memory_note(analysis: dict[str, Any], observed: dict[str, Any]) -> str | None:
+    """What the memory_growth_mb row's number is: fitted (slope × run length), next to the raw growth."""
+    mem = analysis.get("tree_rss") or analysis.get("rss")
+    fitted, slope = observed.get("memory_growth_mb"), observed.get("memory_slope_mb_per_h")
+    if not mem or fitted is None or slope is None:
+        return None
+    raw = _num(mem.get("raw_growth_mb"))
+    run = format_duration((analysis.get("duration_h") or 0.0) * 3600.0)
+    text = f"fitted growth: Theil–Sen slope {slope:.3g} MiB/h × {run} run"
+    if raw is not None:
+        text += (f"; raw growth {raw:+.3g} MiB ({mem['first_mb']:.1f} → {mem['last_mb']:.1f} MiB, "
+                 "last − first bin median after the warm-up)")
+    return text
+
+
+# --------------------------------------------------------------------------- did the target run?
+
+
+def log_tail(run: Run, lines: int = LOG_TAIL_LINES, name: str = "target.log") -> list[str]:
+    """The last ``lines`` non-empty lines of the run's target log, secrets redacted ([] without one)."""
+    p = run.path / name
+    if not p.is_file():
+        return []
+    with p.open("rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - LOG_TAIL_BYTES))
+        chunk = fh.read().decode("utf-8", errors="replace")
+    text = chunk.splitlines()[1:] if size > LOG_TAIL_BYTES else chunk.splitlines()
+    return [str(redact(line.rstrip())) for line in text if line.strip()][-lines:]
+
+
+def target_start(run: Run, obs: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the target started and ran, and if not, why (the harness's error or its exit).
+
+    Not started: the harness could not start or attach to it (a ``TargetError``, no live
+    sample), or it exited on its own with fewer than ``MIN_RUNNING_SAMPLES`` live samples,
+    i.e. before it ran one sampling interval.
+    """
+    s = run.samples
+    n_alive = int(s["alive"].fillna(False).astype(bool).sum()) if not s.empty and "alive" in s else 0
+    error = str(obs.get("error") or run.manifest.get("error") or "")
+    if n_alive == 0 and error.startswith("TargetError"):
+        return False, str(redact(error.removeprefix("TargetError: ")))
+    te = obs.get("target_exit")
+    if te is not None and n_alive < MIN_RUNNING_SAMPLES:
+        sig = f", signal {te['signal']}" if te.get("signal") is not None else ""
+        return False, (f"the target exited on its own after {format_duration(te.get('exited_at_s'))} with code "
+                       f"{te.get('returncode')}{sig}, before it ran one sampling interval")
+    return True, ""
+
+
+def target_started_row(reason: str, tail: list[str]) -> dict[str, Any]:
+    """The one criteria row of a soak whose target did not start: FAIL, the reason, the log's last line."""
+    last = f"; last log line: {tail[-1]}" if tail else "; target.log is empty"
+    return {"metric": "target_started", "label": "The target started and ran for at least one sampling interval",
+            "observed": False, "unit": "bool", "pass_bound": True, "fail_bound": True, "status": "FAIL",
+            "note": reason + last, "triage": TARGET_STARTED_TRIAGE, "direction": "eq"}
+
