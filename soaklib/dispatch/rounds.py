@@ -33,7 +33,7 @@ from soaklib.dispatch.evidence import (  # noqa: F401 - re-exported for callers 
 from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
 from soaklib.errors import ParameterError
 from soaklib.params import MultiProviderParams, canonical_models
-from soaklib.report.multi_provider import clean_text, job_line, rate_text, round_line
+from soaklib.dispatch.console import clean_text, job_line, rate_text, round_line
 from soaklib.sim.dx_scenarios import SCENARIOS
 from soaklib.store import atomic_write_text, check_run_id, run_dir_for, utc_now, utc_stamp, write_table
 
