@@ -80,8 +80,8 @@ def synthetic_samples(first: int, n: int, run_id: str, rng: np.random.Generator)
         "sample_cost_ms": rng.gamma(2.0, 0.15, n), "bytes_read": rng.integers(0, 2000, n),
     }
     schema = sample_schema()
-    arrays = [cols[f.name] if isinstance(cols[f.name], pa.Array) else pa.array(cols[f.name], f.type)
-              if cols[f.name] is not None else pa.nulls(n, f.type) for f in schema]
+    arrays = [cols.get(f.name) if isinstance(cols.get(f.name), pa.Array) else pa.array(cols.get(f.name), f.type)
+              if cols.get(f.name) is not None else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -38,7 +38,11 @@ sys.path.insert(0, str(ROOT))
 from soaklib.params import SamplingParams  # noqa: E402
 from soaklib.observe.gpu import GpuReader  # noqa: E402
 from soaklib.watcher.protocol import PROFILES  # noqa: E402
-from soaklib.observe.sampler import HealthProbe, ProcessTree, Sampler  # noqa: E402
+from soaklib.observe.health import HealthProbe  # noqa: E402
+from soaklib.observe.sampler import Sampler  # noqa: E402
+from soaklib.observe.sources import LogSource, ProcessSource  # noqa: E402
+from soaklib.proc.tree import ProcessTree  # noqa: E402
+from soaklib.soak.sampling import soak_sources  # noqa: E402
 
 INTERVAL_S = 30.0  # the default sampling interval, for "share of a core"
 QUIET_LINES = 10  # log lines the daemon writes between two samples (one error among them)
@@ -85,11 +89,15 @@ def tree_method(pid: int, n: int):
     return lambda: per_call_us(lambda: tree.read(pid), n)
 
 
-def make_sampler(project: Project, log: Log, health: HealthProbe | None, uss: bool = False) -> Sampler:
-    return Sampler(project.dir, PROFILES["watcher-v2"], SamplingParams(), log_paths=[log.path],
-                   gpu=GpuReader(), health=health, uss=uss,
-                   probes={"models": {"file": "telemetry/learning_health_latest.json", "path": "total_models"}},
-                   run_id="bench")
+def make_sampler(project: Project, log: Log, health: HealthProbe | None, uss: bool = False) -> tuple[Sampler, LogSource]:
+    """The soak's own sampler (the sources of soak_sources) on the benchmark's project."""
+    sources, logs = soak_sources(project.dir, PROFILES["watcher-v2"], SamplingParams(), log_paths=[log.path],
+                                 gpu=GpuReader(), health=health,
+                                 probes={"models": {"file": "telemetry/learning_health_latest.json",
+                                                    "path": "total_models"}})
+    if uss:
+        sources[0] = ProcessSource(uss=True)
+    return Sampler(sources, run_id="bench"), logs
 
 
 class SamplerMethod:
@@ -104,7 +112,7 @@ class SamplerMethod:
         self.log.make(project.size_bytes)
         health = HealthProbe(project.world.health_url, autostart=False)  # own cadence: measured apart
         health.check_now()
-        self.sampler = make_sampler(project, self.log, health, uss=uss)
+        self.sampler, self.logs = make_sampler(project, self.log, health, uss=uss)
         self.planted = 0
         self.bytes = Stat()
         for _ in range(10):  # warm-up: caches, the first CPU% reading
@@ -119,13 +127,13 @@ class SamplerMethod:
             row = self.sampler.sample(self.project.pid)
             cpu += time.process_time() - t
             nbytes += row["bytes_read"]
-        assert row["alive"] and row["log_errors"] == self.sampler.logs.errors
+        assert row["alive"] and row["log_errors"] == self.logs.scanner.errors
         self.bytes.values.append(nbytes / self.n)
         return cpu / self.n * 1e6
 
     @property
     def counted(self) -> int:
-        return self.sampler.logs.errors
+        return self.logs.scanner.errors
 
 
 def health_method(world: World, n: int):
@@ -149,7 +157,7 @@ def error_counting(project: Project, ticks: int) -> dict:
     *missed* when it was in no tick's window, and *recounted* when it was in more than one.
     """
     log = project.log
-    sampler = make_sampler(project, log, None)
+    sampler, logs = make_sampler(project, log, None)
     sampler.sample(project.pid)
     planted: list[int] = []
     windows: list[tuple[int, int]] = []
@@ -162,7 +170,7 @@ def error_counting(project: Project, ticks: int) -> dict:
         shell_sum += int(re.search(r"Recent errors in log: (\d+)", out).group(1))
         windows.append((log.lines - 50, log.lines))
     seen = [sum(lo <= k < hi for lo, hi in windows) for k in planted]
-    return {"ticks": ticks, "planted": len(planted), "soaklib": sampler.logs.errors, "shell": shell_sum,
+    return {"ticks": ticks, "planted": len(planted), "soaklib": logs.scanner.errors, "shell": shell_sum,
             "missed": sum(s == 0 for s in seen), "recounted": sum(s > 1 for s in seen)}
 
 
