@@ -66,7 +66,7 @@ def _mp_help(name: str, choices: tuple[str, ...] = ()) -> str:
 
 
 def _scenarios() -> tuple[str, ...]:
-    from soaklib.sim.dx_scenarios import SCENARIOS
+    from soaklib.sim.dx_runner.scenarios import SCENARIOS
 
     return tuple(SCENARIOS)
 

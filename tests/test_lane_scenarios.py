@@ -11,7 +11,7 @@ from soaklib.dispatch import SCENARIOS
 from soaklib.dispatch.rounds import run_lane
 from soaklib.errors import ParameterError
 from soaklib.params import MultiProviderParams
-from soaklib.sim import dx_scenarios
+from soaklib.sim.dx_runner import scenarios as dx_scenarios
 from tests.test_multi_provider import soak
 
 

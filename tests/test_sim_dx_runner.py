@@ -20,9 +20,9 @@ from typing import Iterator
 
 import pytest
 
-from soaklib.sim import dx_scenarios as sc
+from soaklib.sim.dx_runner import scenarios as sc
 
-SIM = str(Path(sc.__file__).with_name("dx_runner.py"))
+SIM = str(Path(sc.__file__).with_name("runner.py"))
 CALL_TIMEOUT_S = 20.0
 STARTED_RE = re.compile(r"^started beads=(\S+) provider=(\S+) pid=(\d+) log=(\S+)$", re.M)
 

@@ -34,7 +34,7 @@ from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
 from soaklib.errors import ParameterError
 from soaklib.params import MultiProviderParams, canonical_models
 from soaklib.dispatch.console import clean_text, job_line, rate_text, round_line
-from soaklib.sim.dx_scenarios import SCENARIOS
+from soaklib.sim.dx_runner.scenarios import SCENARIOS
 from soaklib.store import atomic_write_text, check_run_id, run_dir_for, utc_now, utc_stamp, write_table
 
 PROMPTS: dict[str, tuple[str, str]] = {

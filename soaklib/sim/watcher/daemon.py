@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from soaklib.sim.watcher_learning import Learner
-from soaklib.sim.watcher_protocol import (
+from soaklib.sim.watcher.learning import Learner
+from soaklib.sim.watcher.protocol import (
     PROFILES,
     LlmClient,
     Request,

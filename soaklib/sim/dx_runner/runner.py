@@ -12,7 +12,7 @@ It reproduces the real runner's hazards on purpose: ``start`` leaves a detached 
 holding its stdout/stderr until the job ends (callers using pipes hang), the monitor
 notices the provider's exit only at its tick and writes ``.outcome`` in two writes, and
 ``stop`` kills the monitor but not the provider's process group. Settings come from the
-environment (DX_SIM_*; see ``dx_scenarios.SimConfig``). Standard library only.
+environment (DX_SIM_*; see ``scenarios.SimConfig``). Standard library only.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Iterator
 
 try:
-    from . import dx_scenarios as sc
+    from . import scenarios as sc
 except ImportError:  # run by path (the monitor and provider processes): no package
-    import dx_scenarios as sc  # type: ignore[no-redef]
+    import scenarios as sc  # type: ignore[no-redef]
 
 VERSION = "2.0.0"
 BEADS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

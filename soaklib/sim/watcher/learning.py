@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from soaklib.prng import LCG_INCREMENT, LCG_MASK, LCG_MULTIPLIER, draw_values
-from soaklib.sim.watcher_protocol import atomic_write_json, utc_iso
+from soaklib.sim.watcher.protocol import atomic_write_json, utc_iso
 
 log = logging.getLogger("soaklib.sim.watcher")
 
