@@ -123,8 +123,26 @@ def _verdict_code(signoff_json: Path) -> int:
     return EXIT_PASS if json.loads(signoff_json.read_text(encoding="utf-8"))["verdict"] == "PASS" else EXIT_FAIL
 
 
+class _SoakType(click.ParamType):
+    """A registered soak letter (asked of the soak registry when the command runs)."""
+
+    name = "soak"
+
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:
+        from soaklib.soak import registry
+
+        return "[" + "|".join(registry.letters()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from soaklib.soak import registry
+
+        if value not in registry.letters():
+            self.fail(f"{value!r} is not a soak type: known soaks are {', '.join(registry.letters())}", param, ctx)
+        return str(value)
+
+
 @main.command("watcher")
-@click.argument("soak", type=click.Choice(["a", "b", "c"]))
+@click.argument("soak", type=_SoakType())
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one key, e.g. target.halt.timeout_s=10 (repeatable).")
 @click.option("--run-id", default=None, help=_soak_help("run_id"))

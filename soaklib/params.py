@@ -163,7 +163,7 @@ class PreflightParams:
 class SoakParams:
     """Parameters of a WATCHER soak (``soak watcher a|b|c``, ``watcher_soak.ipynb``)."""
 
-    soak: Literal["a", "b", "c"] = param("a", 'a | b | c: A daemon endurance, B sequential requests, C autonomous loop')
+    soak: str = param("a", 'the soak type (its registry letter): a daemon endurance, b sequential requests, c autonomous loop')
     run_id: str | None = param(None, 'plain name; None = soak-<a|b|c>-<UTC stamp>')
     output_dir: str = param("outputs/watcher-soak", 'folder: run folders and signoffs ({run_id}.json/.md) go here')
     project_dir: str | None = param(None, "the daemon's folder; None = fresh folder for the reference daemon")
@@ -184,6 +184,7 @@ class SoakParams:
     keep_changes: bool = param(False, "soak C: keep the operator's modified files")
     drain_timeout_s: float = param(600.0, 'soak B: deadline for the queue to drain')
     warmup_s: float | None = param(None, 'seconds left out at the start of growth fits; None = 5% of the run, <= 600')
+    host: str | None = param(None, "the machine's name in every row and in samples/host=NAME/; None = this machine's name")
 
     def validate(self) -> "SoakParams":
         if self.run_id is not None:

@@ -51,6 +51,15 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+def format_value(value: Any, fmt: str = "{:.3g}") -> str:
+    """A value inside a sentence: floats through ``fmt``, ints as they are, None as ``–``."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else fmt.format(value)
+    return str(value)
+
+
 Direction = Literal["max", "min", "eq", "in"]
 _PASS_SIGN = {"max": "≤", "min": "≥", "eq": "="}
 _FAIL_SIGN = {"max": ">", "min": "<", "eq": "≠"}

@@ -27,24 +27,28 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from soaklib.analysis.units import bound_text, format_duration
+from soaklib.analysis.units import bound_text, format_duration, format_value
 from soaklib.errors import ParameterError
 from soaklib.report.verdict import NOT_READY, NOT_SIGNED_OFF, READY, combined_verdict
 from soaklib.runs import load_run
+from soaklib.soak import registry
 from soaklib.store import MANIFEST, atomic_write_json, atomic_write_text, read_manifest, utc_now, utc_stamp
 
 SCHEMA_VERSION = 1
-SOAKS = ("a", "b", "c")
 __all__ = ["READY", "NOT_READY", "NOT_SIGNED_OFF", "combine", "find_runs", "pass_tables", "side_by_side_html",
            "summary_line", "to_markdown", "write_combined", "load_combined"]
-TITLES = {"a": "Daemon endurance", "b": "Sequential requests", "c": "Sustained autonomous loop"}
 TABLE_COLUMNS = ["metric", "observed", "unit", "pass_bound", "fail_bound", "status", "direction"]
+
+
+def combined_soaks() -> tuple[str, ...]:
+    """The soaks the combined signoff needs (A, B, C and any registered with ``in_combined``)."""
+    return tuple(k for k in registry.letters() if registry.get(k).in_combined)
 
 
 def _soak_of(run_dir: Path) -> str | None:
     m = read_manifest(run_dir)
     soak = m.get("soak") or str(m.get("kind", "")).removeprefix("watcher-")
-    return soak if soak in SOAKS else None
+    return soak if soak in combined_soaks() else None
 
 
 def find_runs(output_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -73,8 +77,9 @@ def _normalise(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Path]:
             raise ParameterError(f"runs[{key or '?'}] = {str(value)!r} is not a soak run folder (no {MANIFEST}): "
                                  "pass {output_dir}/{run_id}", key=f"runs.{key}" if key else "runs", value=str(value))
         soak = _soak_of(folder)
-        if key is not None and key not in SOAKS:
-            raise ParameterError(f"runs key {key!r} is invalid: allowed are a, b, c", key="runs", value=key)
+        if key is not None and key not in combined_soaks():
+            raise ParameterError(f"runs key {key!r} is invalid: allowed are {', '.join(combined_soaks())}", key="runs",
+                                 value=key)
         if key is not None and soak != key:
             raise ParameterError(f"runs[{key}] = {str(folder)!r} is a soak {soak!r} run, not soak {key!r}",
                                  key=f"runs.{key}", value=str(value))
@@ -89,16 +94,6 @@ def _normalise(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def _num(v: Any, fmt: str = "{:.3g}") -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)):
-        return fmt.format(v) if isinstance(v, float) else str(v)
-    return str(v)
 
 
 def _duration(hours: float | None) -> str:
@@ -126,34 +121,11 @@ def _notes(signoff: Mapping[str, Any]) -> str:
 
 
 def summary_line(soak: str, signoff: Mapping[str, Any]) -> str:
-    """The plan's changelog line for one soak: ``Soak Test X: PASS — [values], [notes]``."""
-    o = signoff.get("observed") or {}
-    if soak == "a":
-        mem, raw = o.get("memory_growth_mb"), o.get("memory_growth_raw_mb")
-        memory = "memory –"
-        if isinstance(mem, (int, float)):
-            memory = f"memory {mem:+.1f} MB fitted" + (f" ({raw:+.1f} MB raw)" if isinstance(raw, (int, float)) else "")
-        values = [_made_on(signoff), memory,
-                  f"halt {_num(o.get('halt_s'), '{:.1f}')} s", f"{_num(o.get('tracebacks'))} tracebacks"]
-    elif soak == "b":
-        values = [f"{_num(o.get('archived'))}/{_num(o.get('staged'))} requests processed", _made_on(signoff),
-                  f"{_num(o.get('errors'))} errors", f"{_num(o.get('duplicates'))} duplicates",
-                  f"{_num(o.get('misrouted'))} misrouted", f"{_num(o.get('pending'))} pending"]
-    else:
-        conv = o.get("convergence") if isinstance(o.get("convergence"), Mapping) else {}
-        signal = "no convergence signal"
-        if conv:
-            state = "converged" if conv.get("converged") else conv.get("trend")
-            reached = (f"target {_num(conv.get('target'))} reached at cycle {_num(conv.get('x_to_target'), '{:g}')}"
-                       if conv.get("x_to_target") is not None
-                       else f"Theil-Sen slope {_num(conv.get('slope'), '{:+.3g}')}/cycle")
-            signal = (f"convergence {state} ({conv.get('metric', 'metric')} {_num(conv.get('first'))} → "
-                      f"{_num(conv.get('last'))}, {reached}, Kendall tau {_num(conv.get('kendall_tau'), '{:.2f}')})")
-        values = [f"{_num(o.get('cycles'))} cycles", _made_on(signoff),
-                  f"draws {_num(o.get('draws_injected'))} injected / {_num(o.get('draws_ingested'))} ingested", signal,
-                  f"{_num(o.get('heuristic_fallbacks'))} heuristic fallbacks"]
-    if signoff.get("target_started") is False:
-        values = [_made_on(signoff)]
+    """The plan's changelog line for one soak: ``Soak Test X: PASS — [values], [notes]``; the
+    values are the soak type's own (its registry entry's ``summary``)."""
+    made_on = _made_on(signoff)
+    values = [made_on] if signoff.get("target_started") is False else \
+        registry.get(soak).summary(signoff.get("observed") or {}, made_on)
     label = signoff.get("verdict_label") or signoff["verdict"]
     return f"Soak Test {soak.upper()}: {label} — {', '.join(values)}, [{_notes(signoff)}]"
 
@@ -186,7 +158,7 @@ def combine(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
     runs = _normalise(run_dirs)
     soaks: dict[str, Any] = {}
     failing: list[dict[str, Any]] = []
-    for soak in SOAKS:
+    for soak in combined_soaks():
         if soak not in runs:
             soaks[soak] = {"present": False, "verdict": "MISSING", "summary": f"Soak Test {soak.upper()}: MISSING — "
                            "no run given", "criteria": []}
@@ -212,8 +184,8 @@ def combine(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
     now = utc_now()
     result = words.label
     lines = [f"SESSION_CHANGELOG_{now.strftime('%Y%m%d')}_SOAK.md", ""]
-    lines += [soaks[k]["summary"] for k in SOAKS] + [""]
-    reference = [k.upper() for k in SOAKS if (soaks[k].get("provenance") or {}).get("reference_daemon")]
+    lines += [soaks[k]["summary"] for k in combined_soaks()] + [""]
+    reference = [k.upper() for k in combined_soaks() if (soaks[k].get("provenance") or {}).get("reference_daemon")]
     if reference:
         lines.append(f"Target: the built-in reference daemon (soak {', '.join(reference)}), not the WATCHER daemon")
     if words.reasons and not words.production_ready:
@@ -238,7 +210,7 @@ def combine(run_dirs: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
 def pass_tables(combined: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The three pass tables (metric, observed, unit, bounds, status), by soak."""
     out = {}
-    for soak in SOAKS:
+    for soak in combined_soaks():
         rows = combined["soaks"][soak].get("criteria") or []
         out[soak] = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=TABLE_COLUMNS)
     return out
@@ -259,7 +231,7 @@ def side_by_side_html(combined: Mapping[str, Any]) -> str:
         label = html.escape(str(entry.get("verdict_label") or entry["verdict"]))
         word = coloured(entry["verdict"]).replace(f">{html.escape(entry['verdict'])}<", f">{label}<")
         where = html.escape(str((entry.get("provenance") or {}).get("length") or ""))
-        parts.append(f"<div style='flex:1;min-width:16em'><h4>Soak {soak.upper()}: {TITLES[soak]} — "
+        parts.append(f"<div style='flex:1;min-width:16em'><h4>Soak {soak.upper()}: {registry.get(soak).title} — "
                      f"{word}</h4><p>{where}</p><table><tr><th>metric</th>"
                      f"<th>observed</th><th>status</th></tr>{body}</table></div>")
     return "<div style='display:flex;gap:1.5em;align-items:flex-start'>" + "".join(parts) + "</div>"
@@ -268,7 +240,7 @@ def side_by_side_html(combined: Mapping[str, Any]) -> str:
 def _cell(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         v = ", ".join(map(str, v))
-    return _num(v).replace("|", "\\|").replace("\n", " ")
+    return format_value(v).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(combined: Mapping[str, Any]) -> str:
@@ -276,9 +248,9 @@ def to_markdown(combined: Mapping[str, Any]) -> str:
     long, the pass tables (bounds with their direction), the failing rows."""
     c = combined
     out = [f"# WATCHER soak signoff: {c['verdict']}", "", "```", c["changelog"], "```", ""]
-    for soak in SOAKS:
+    for soak in combined_soaks():
         s = c["soaks"][soak]
-        out += [f"## Soak {soak.upper()}: {TITLES[soak]} — {s.get('verdict_label') or s['verdict']}", ""]
+        out += [f"## Soak {soak.upper()}: {registry.get(soak).title} — {s.get('verdict_label') or s['verdict']}", ""]
         if not s["present"]:
             out += ["No run given.", ""]
             continue

@@ -19,7 +19,6 @@ from soaklib.analysis import evaluate, verdict
 from soaklib.analysis.units import bound_text, format_duration
 from soaklib.soak.observers import (
     MIB,
-    OBSERVERS,
     alive_samples,
     analyze,
     criterion_notes,
@@ -35,6 +34,7 @@ from soaklib.soak.observers import (
     read_observations,
     run_params,
     slope_fit,
+    run_criteria,
     soak_criteria,
     soak_of,
     target_start,
@@ -44,6 +44,7 @@ from soaklib.soak.observers import (
 from soaklib.report.soak_markdown import to_markdown
 from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
 from soaklib.runs import Run, load_run
+from soaklib.soak import registry
 from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
 
 __all__ = [
@@ -79,7 +80,7 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
 
 
 def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = evaluate(soak_criteria(soak), observed, duration_h=a["duration_h"] or None,
+    rows = evaluate(run_criteria(run, soak), observed, duration_h=a["duration_h"] or None,
                     overrides=run_params(run).get("criteria") or None, intervals=memory_intervals(a))
     metric_notes = criterion_notes(run, obs, observed)
     mem = memory_note(a, observed)
@@ -105,13 +106,13 @@ def build_signoff(run: Run) -> dict[str, Any]:
     soak = soak_of(run)
     obs = read_observations(run)
     a = analyze(run)
-    observed = OBSERVERS[soak](run, a)
+    observed = registry.get(soak).observe(run, a)
     started, why = target_start(run, obs)
     tail = log_tail(run) if not started or obs.get("target_exit") is not None or obs.get("error") else []
     if started:
         rows, not_judged = _rows(run, soak, obs, a, observed), []
     else:
-        rows, not_judged = [target_started_row(why, tail)], [c.metric for c in soak_criteria(soak)]
+        rows, not_judged = [target_started_row(why, tail)], [c.metric for c in run_criteria(run, soak)]
     complete = bool(run.complete and obs and not obs.get("interrupted") and not obs.get("error"))
     result = verdict(rows) if complete else "FAIL"
     events = event_data(run.events)
@@ -189,7 +190,6 @@ def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, A
     soak B's request queue (``requests.parquet``); soak C's convergence (isotonic fit over
     the cycles) and loop (``loop.parquet``). None for a target that did not start."""
     from soaklib.report import plots
-    from soaklib.store import read_table
 
     s = run.samples
     if s.empty or "t_s" not in s or (signoff or {}).get("target_started") is False:
@@ -210,17 +210,38 @@ def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, A
                                       title="Disk: watched folders and target log"),
         "llm": plots.llm_health_figure(s),
     }
-    soak = (signoff or {}).get("soak") or soak_of(run)
-    if soak == "b":
-        figs["queue"] = plots.queue_figure(s, read_table(run.path / "requests.parquet"))
-    if soak == "c":
-        observed = (signoff or {}).get("observed") or OBSERVERS["c"](run, None)
-        conv = observed.get("convergence") if isinstance(observed.get("convergence"), dict) else {}
-        points = (conv or {}).get("points") or []
-        figs["convergence"] = plots.convergence_figure([p[0] for p in points], [p[1] for p in points], conv,
-                                                       label=(conv or {}).get("metric", "metric"))
-        figs["loop"] = plots.loop_figure(read_table(run.path / "loop.parquet"))
+    soak = registry.get((signoff or {}).get("soak") or soak_of(run))
+    for name in soak.figures:
+        figs[name] = _OWN_FIGURES[name](run, signoff, soak)
     return {k: v for k, v in figs.items() if v is not None}
+
+
+def _queue_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+    from soaklib.report import plots
+    from soaklib.store import read_table
+
+    return plots.queue_figure(run.samples, read_table(run.path / "requests.parquet"))
+
+
+def _convergence_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+    from soaklib.report import plots
+
+    observed = (signoff or {}).get("observed") or soak.observe(run, analyze(run))
+    conv = observed.get("convergence") if isinstance(observed.get("convergence"), dict) else {}
+    points = (conv or {}).get("points") or []
+    return plots.convergence_figure([p[0] for p in points], [p[1] for p in points], conv,
+                                    label=(conv or {}).get("metric", "metric"))
+
+
+def _loop_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+    from soaklib.report import plots
+    from soaklib.store import read_table
+
+    return plots.loop_figure(read_table(run.path / "loop.parquet"))
+
+
+#: the figures a soak type may name as its own (``SoakType.figures``)
+_OWN_FIGURES = {"queue": _queue_figure, "convergence": _convergence_figure, "loop": _loop_figure}
 
 
 def write_signoff(

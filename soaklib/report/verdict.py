@@ -23,15 +23,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from soaklib.analysis.units import format_duration
 from soaklib.redact import redact
 from soaklib.runs import Run
+from soaklib.soak import registry
 
 REFERENCE_MODULE = "soaklib.sim.watcher"
-#: the plan's length of each soak in seconds: (minimum, maximum or None for "or more")
-PLAN_LENGTH_S: dict[str, tuple[float, float | None]] = {
-    "a": (2 * 3600.0, 4 * 3600.0),  # section 4: 2-4 hours
-    "b": (30 * 60.0, 60 * 60.0),  # section 5: 5-10 requests, ~30-60 min
-    "c": (2 * 3600.0, None),  # section 6: 2+ hours of continuous cycles
-}
-PLAN_LENGTH_TEXT = {"a": "2–4 h", "b": "30–60 min", "c": "2+ h"}
 DEFAULT_INTERVAL_S = 30.0
 
 PRODUCTION_READY = "PASS (production-ready)"
@@ -141,9 +135,14 @@ def _why_broken(summary: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- provenance
 
 
+def _plan_length(soak: str) -> tuple[float | None, float | None]:
+    """The plan's (shortest, longest) length of a registered soak; (None, None) otherwise."""
+    return registry.get(soak).plan_length_s if soak in registry.letters() else (None, None)
+
+
 def plan_length_text(soak: str) -> str:
     """The plan's length of a soak in words (``2–4 h``)."""
-    return PLAN_LENGTH_TEXT.get(soak, "unknown")
+    return registry.get(soak).plan_length_text if soak in registry.letters() else "unknown"
 
 
 def length_text(run_length_s: float | None, soak: str) -> str:
@@ -154,9 +153,10 @@ def length_text(run_length_s: float | None, soak: str) -> str:
 def is_full_length(run_length_s: float | None, soak: str, interval_s: float = DEFAULT_INTERVAL_S) -> bool:
     """True when the run lasted the plan's minimum, within one sampling interval (the last
     sample lands on an interval tick)."""
-    if run_length_s is None or soak not in PLAN_LENGTH_S:
+    shortest = _plan_length(soak)[0]
+    if run_length_s is None or shortest is None:
         return False
-    return run_length_s + max(0.0, interval_s) >= PLAN_LENGTH_S[soak][0]
+    return run_length_s + max(0.0, interval_s) >= shortest
 
 
 def _started_argv(run: Run) -> list[str] | None:
@@ -200,7 +200,7 @@ def provenance(run: Run, run_length_s: float | None) -> dict[str, Any]:
         description = f"a process attached by pid {pid}" if pid is not None else f"a process attached by match {match!r}"
     else:
         kind, description = "command", f"`{_shell(command or argv or [])}`"
-    lo, hi = PLAN_LENGTH_S.get(soak, (None, None))
+    lo, hi = _plan_length(soak)
     interval = float((params.get("sampling") or {}).get("interval_s") or DEFAULT_INTERVAL_S)
     env = m.get("environment") or {}
     return {

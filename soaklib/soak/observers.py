@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from soaklib.analysis.growth import disk_growth, fd_stability, growth_slope, mem
 from soaklib.analysis.units import format_duration
 from soaklib.redact import redact
 from soaklib.runs import Run
+from soaklib.soak import registry
 
 MIB = 2**20
 MAX_AUTO_WARMUP_S = 600.0
@@ -79,8 +81,27 @@ def run_params(run: Run) -> dict[str, Any]:
 
 
 def soak_of(run: Run) -> str:
+    """The run's soak letter, from its manifest; a ``ParameterError`` when it names no registered soak."""
     kind = run.manifest.get("soak") or str(run.manifest.get("kind", "")).removeprefix("watcher-")
-    return kind if kind in DEFAULT_CRITERIA else "a"
+    return registry.get(kind or None).letter
+
+
+def has_llm(run: Run) -> bool:
+    """False when the run's parameters say the daemon has no LLM server (``llm.health_url: null``)."""
+    llm = run_params(run).get("llm")
+    return not (isinstance(llm, dict) and "health_url" in llm and llm["health_url"] is None)
+
+
+NO_LLM_NOTE = "the daemon has no LLM server (llm.health_url: null): nothing to probe, not judged"
+
+
+def run_criteria(run: Run, soak: str) -> list[Criterion]:
+    """The criteria a run is judged by: its soak type's, with ``llm_reconnect`` optional (SKIP)
+    when the daemon has no LLM server."""
+    criteria = registry.get(soak).criteria()
+    if has_llm(run):
+        return criteria
+    return [replace(c, optional=True) if c.metric == "llm_reconnect" else c for c in criteria]
 
 
 def warmup_for(run: Run, duration_s: float) -> float:
@@ -307,13 +328,11 @@ def observe_c(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
     return out
 
 
-OBSERVERS: dict[str, Callable[[Run, dict[str, Any] | None], dict[str, Any]]] = {
-    "a": observe_a, "b": observe_b, "c": observe_c}
-
-
 def criterion_notes(run: Run, obs: dict[str, Any], observed: dict[str, Any]) -> dict[str, str]:
     """Why a metric has no value, or what its value means, for the criteria rows."""
     notes: dict[str, str] = {}
+    if "llm_reconnect" in observed and observed.get("llm_reconnect") is None and not has_llm(run):
+        notes["llm_reconnect"] = NO_LLM_NOTE
     halt = obs.get("halt") or {}
     if "halt_s" in observed and observed.get("halt_s") is None:
         if halt.get("forced"):

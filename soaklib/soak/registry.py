@@ -35,9 +35,15 @@ class SoakType:
     driver: Callable[[], Driver]  # makes a fresh driver for one run
     criteria: Callable[[], list[Criterion]]  # the pass criteria (the plan's table as data)
     observe: Observer  # observed values by metric id, from the run folder (and its analysis)
-    plan_length_s: tuple[float, float]  # the plan's length of this soak, shortest and longest
+    plan_length_s: tuple[float, float | None]  # the plan's length: shortest, longest (None: "or more")
     plan_length_text: str  # "2–4 h"
-    summary: Callable[[Mapping[str, Any]], str] = field(default=lambda observed: "")  # combined-signoff wording
+    #: the values of its line in the combined signoff's changelog, from the observed values
+    #: (``["12/12 requests processed", "0 errors"]``); ``made_on`` is "60 s of … on …"
+    summary: Callable[[Mapping[str, Any], str], list[str]] = field(default=lambda observed, made_on: [made_on])
+    #: figures of its own beside the resource figures, by name (``queue``, ``convergence``, ``loop``)
+    figures: tuple[str, ...] = ()
+    #: one of the soaks the combined signoff needs for PRODUCTION-READY
+    in_combined: bool = True
 
 
 _REGISTRY: dict[str, SoakType] = {}
