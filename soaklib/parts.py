@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from soaklib.errors import ParameterError
 from soaklib.store import write_table
 
 PART_RE = re.compile(r"^part-(\d{5,})(?:-(\d{5,}))?\.parquet$")
+HOST_KEY = "host"  # the hive partition key: ``samples/host={host}/part-*.parquet``
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -191,3 +194,60 @@ def compact_parts(folder: str | Path) -> Path | None:
         if q != target:
             q.unlink(missing_ok=True)
     return target
+
+
+# --------------------------------------------------------------------------- the fleet layout
+
+
+def check_host(host: str) -> str:
+    """A host name usable as a partition folder (``[A-Za-z0-9._-]``, starting alphanumeric)."""
+    if not isinstance(host, str) or not HOST_RE.match(host):
+        raise ParameterError(f"host = {host!r} is invalid: expected a plain name of letters, digits, '.', '_', '-'",
+                             key="host", value=host)
+    return host
+
+
+def host_folder(root: str | Path, host: str) -> Path:
+    """The partition of ``host`` under a samples or events root: ``{root}/host={host}``."""
+    return Path(root) / f"{HOST_KEY}={check_host(host)}"
+
+
+def host_folders(root: str | Path) -> dict[str, Path]:
+    """The host partitions under ``root`` (``host=NAME`` folders), by host name, sorted."""
+    p = Path(root)
+    if not p.is_dir():
+        return {}
+    found = {q.name.split("=", 1)[1]: q for q in p.iterdir()
+             if q.is_dir() and q.name.startswith(HOST_KEY + "=") and HOST_RE.match(q.name.split("=", 1)[1])}
+    return dict(sorted(found.items()))
+
+
+def dataset_parts(root: str | Path) -> list[tuple[str | None, Path]]:
+    """Every live part of a samples/events root, first layout and fleet layout alike: the
+    parts directly in ``root`` (host None) and those of each ``host=NAME`` partition."""
+    out: list[tuple[str | None, Path]] = [(None, q) for q in live_parts(root)]
+    for host, folder in host_folders(root).items():
+        out += [(host, q) for q in live_parts(folder)]
+    return out
+
+
+def scan_dataset(root: str | Path) -> PartScan:
+    """The rows of a samples/events root in either layout as one frame (see :func:`dataset_parts`).
+
+    A partition's rows get its host in the ``host`` column where they have none; a run in the
+    first layout (parts directly in ``root``) reads exactly as :func:`scan_parts` reads it.
+    """
+    folders = host_folders(root)
+    if not folders:
+        return scan_parts(root)
+    scans = [(None, scan_parts(root))] + [(h, scan_parts(f)) for h, f in folders.items()]
+    frames: list[pd.DataFrame] = []
+    for host, scan in scans:
+        frame = scan.frame
+        if host is not None and not frame.empty:
+            frame = frame.copy()
+            frame[HOST_KEY] = frame[HOST_KEY].fillna(host) if HOST_KEY in frame.columns else host
+        if not frame.empty:
+            frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return PartScan(frame, [q for _, s in scans for q in s.parts], [b for _, s in scans for b in s.bad])

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from soaklib.errors import ParameterError
-from soaklib.parts import BadPart, scan_parts
+from soaklib.parts import HOST_KEY, BadPart, scan_dataset
 from soaklib.store import MANIFEST, read_manifest, read_table, signoff_paths
 
 JOB_KEY = ["round_num", "job_index", "provider"]
@@ -56,6 +56,13 @@ class Run:
         return self.signoff is not None and not self.signoff.get("interrupted", False)
 
     @property
+    def hosts(self) -> list[str]:
+        """The hosts whose samples the run holds (sorted; one for a single-host run)."""
+        if self.samples.empty or HOST_KEY not in self.samples.columns:
+            return []
+        return sorted(str(h) for h in self.samples[HOST_KEY].dropna().unique())
+
+    @property
     def kind(self) -> str:
         """What produced the run: ``multi-provider``, ``watcher-a|b|c``, ``monitor`` or
         ``unknown`` (a folder with neither a manifest nor lane evidence)."""
@@ -81,6 +88,18 @@ def final_attempts(attempts: pd.DataFrame) -> pd.DataFrame:
     return last.sort_values(JOB_KEY).reset_index(drop=True)
 
 
+def read_events(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """A run's events: ``events.parquet`` (one host, the first layout) and the parts of every
+    ``events/host=NAME/`` partition (a fleet), with the partition's host in a ``host`` column."""
+    p = Path(run_dir)
+    first = read_table(p / "events.parquet")
+    fleet = scan_dataset(p / "events").frame if (p / "events").is_dir() else pd.DataFrame()
+    frames = [f for f in (first, fleet) if not f.empty]
+    if len(frames) == 2:
+        return pd.concat(frames, ignore_index=True)
+    return frames[0] if frames else pd.DataFrame()
+
+
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Load a run folder (or its signoff JSON path) with samples, events, jobs and signoff.
 
@@ -101,13 +120,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     manifest = read_manifest(p)
     signoff_json, _ = signoff_paths(p)
     signoff = json.loads(signoff_json.read_text(encoding="utf-8")) if signoff_json.exists() else None
-    scan = scan_parts(p / "samples")
+    scan = scan_dataset(p / "samples")
     return Run(
         path=p,
         run_id=manifest.get("run_id", p.name),
         manifest=manifest,
         samples=scan.frame,
-        events=read_table(p / "events.parquet"),
+        events=read_events(p),
         attempts=read_table(p / "jobs.parquet"),
         signoff=signoff,
         bad_parts=scan.bad,

@@ -163,9 +163,9 @@ def test_kill_9_of_the_harness_keeps_every_flushed_sample_and_analyze_marks_it_i
          "--set", "sim.poll_s=0.1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True)
     procs.append(harness)
-    parts = tmp_path / "k9" / "samples"
+    parts = tmp_path / "k9" / "samples"  # samples/host={host}/part-*.parquet
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 4:
+    while time.monotonic() < deadline and len(list(parts.rglob("part-*.parquet"))) < 4:
         time.sleep(0.05)
     descendants = psutil.Process(harness.pid).children(recursive=True)
     assert len(descendants) >= 2  # the daemon and the LLM stub
@@ -177,7 +177,7 @@ def test_kill_9_of_the_harness_keeps_every_flushed_sample_and_analyze_marks_it_i
         except (ProcessLookupError, PermissionError):
             pass
     psutil.wait_procs(descendants, timeout=10)
-    on_disk = sum(pq.read_metadata(p).num_rows for p in parts.glob("part-*.parquet"))
+    on_disk = sum(pq.read_metadata(p).num_rows for p in parts.rglob("part-*.parquet"))
     assert on_disk >= 4
     out = cli("analyze", str(tmp_path / "k9"))
     assert out.returncode == 1, out.stderr

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from soaklib.observe.recorder import Recorder
 from soaklib.params import SoakParams
+from soaklib.parts import host_folder
 from soaklib.proc.target import HaltResult, Target
 from soaklib.store import atomic_write_json, read_json_object, utc_now, write_table
 from soaklib.watcher.protocol import Profile
@@ -38,10 +39,12 @@ EVENT_SCHEMA = pa.schema([
 
 class Events:
     """The events of a run (probe injected, halt requested, target exited, LLM down/up,
-    first error lines), rewritten atomically as ``events.parquet`` at each flush."""
+    first error lines), rewritten atomically at each flush as one file of the host's
+    partition, ``events/host={host}/part-00000.parquet`` (``events.parquet`` when no host is
+    given: the first layout)."""
 
-    def __init__(self, run_dir: Path, run_id: str, t0: float) -> None:
-        self.path = run_dir / EVENTS
+    def __init__(self, run_dir: Path, run_id: str, t0: float, host: str | None = None) -> None:
+        self.path = run_dir / EVENTS if host is None else host_folder(run_dir / "events", host) / "part-00000.parquet"
         self.run_id = run_id
         self.t0 = t0
         self.rows: list[dict[str, Any]] = []

@@ -81,7 +81,7 @@ class _Soak:
         self.health: HealthProbe | None = None
         self.gpu = GpuReader()
         self.ctx: SoakContext | None = None
-        self.events = Events(plan.run_dir, plan.run_id, time.monotonic())
+        self.events = Events(plan.data_dir or plan.run_dir, plan.run_id, time.monotonic(), host=plan.host)
         self.preexisting_halt = [p for p in plan.halt_paths if p.exists()]
 
     # ------------------------------------------------------------------ start
@@ -130,8 +130,8 @@ class _Soak:
         sampler, self.logs = soak_sampler(
             plan.project_dir, plan.profile, params.sampling, run_id=plan.run_id, t0=t0,
             log_paths=log_paths(plan.profile, plan.project_dir, log_file), gpu=self.gpu, health=self.health,
-            probes=params.probes)
-        recorder = Recorder(sampler, plan.run_dir / "samples", interval_s=params.sampling.interval_s,
+            probes=params.probes, host=plan.host)
+        recorder = Recorder(sampler, plan.samples_dir, interval_s=params.sampling.interval_s,
                             flush_s=params.sampling.flush_s, t0=t0, on_flush=self.events.flush)
         if self.health is not None:
             self.health.check_now()  # the first sample has an answer, not the probe's initial "no answer"
@@ -258,7 +258,7 @@ class _Soak:
                 self.ctx.event("soak_finished", interrupted=obs.interrupted, message="soak finished")
             self.events.flush()
             try:  # one file instead of a part per flush; a crash here leaves the parts valid
-                compact_parts(plan.run_dir / "samples")
+                compact_parts(plan.samples_dir)
             except OSError as e:
                 obs.notes.append(f"sample part files left as they are (compaction failed: {e})")
             obs.write(plan.run_dir)
@@ -267,18 +267,21 @@ class _Soak:
 
 
 def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, progress: bool = False,
-             driver: Driver | None = None, stop_event: threading.Event | None = None) -> SoakResult:
+             driver: Driver | None = None, stop_event: threading.Event | None = None,
+             data_dir: Path | None = None) -> SoakResult:
     """Run one soak (see the module docstring); never leaves a process behind.
 
     Raises ``ParameterError`` (exit 2) for bad parameters or an unknown soak, ``TargetError``
     (exit 3) when the preflight refuses or the target cannot be started/found, and a
     driver's ``ProtocolError`` (exit 1) after writing what the run has. Ctrl-C returns a
-    result with ``interrupted`` True.
+    result with ``interrupted`` True. Samples and events go to this host's partition,
+    ``samples/host={host}/`` and ``events/host={host}/``, of the run folder, or of ``data_dir``
+    (a fleet's shared folder, where every host's soak writes its own partition).
     """
     params.validate()
     echo = echo or (lambda _s: None)
     driver = driver or driver_for(params.soak)
-    plan = plan_run(params)
+    plan = plan_run(params, data_dir)
     if plan.reference:
         plan.project_dir.mkdir(parents=True, exist_ok=True)
     ref_instance = ["-m", REFERENCE_MODULE, "--project-dir", str(plan.project_dir)]
@@ -291,7 +294,8 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
     start_manifest(plan.run_dir, plan.run_id, f"watcher-{params.soak}", soak=params.soak,
                    parameters=to_dict(params), environment=environment(), project_dir=str(plan.project_dir),
                    profile=plan.profile.name, reference_daemon=plan.reference,
-                   preflight=[f.to_dict() for f in findings])
+                   preflight=[f.to_dict() for f in findings], host=plan.host,
+                   data_dir=str(plan.data_dir) if plan.data_dir is not None else None)
     soak = _Soak(params, plan, driver, echo, stop_event or threading.Event(), failed)
     obs = soak.obs
     try:

@@ -6,8 +6,10 @@ before anything starts.
 """
 from __future__ import annotations
 
+import re
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import psutil
 from soaklib.analysis.criteria import apply_overrides
 from soaklib.errors import ParameterError, TargetError
 from soaklib.params import SoakParams
+from soaklib.parts import check_host
 from soaklib.proc.target import Target
 from soaklib.sim.watcher import knob_flags
 from soaklib.soak import registry
@@ -61,11 +64,28 @@ class RunPlan:
     reference: bool
     start_stub: bool
     halt_paths: list[Path]
+    host: str = field(default_factory=lambda: this_host())
+    #: where samples/host={host}/ and events/host={host}/ go: the run folder, or a fleet's shared folder
+    data_dir: Path | None = None
+
+    @property
+    def samples_dir(self) -> Path:
+        """This host's partition of the run's samples."""
+        return (self.data_dir or self.run_dir) / "samples" / f"host={self.host}"
 
 
-def plan_run(params: SoakParams) -> RunPlan:
+def this_host() -> str:
+    """This machine's name as a partition name (characters outside ``[A-Za-z0-9._-]`` become ``-``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")
+    return name or "localhost"
+
+
+def plan_run(params: SoakParams, data_dir: Path | None = None) -> RunPlan:
     """Run id and folder, project folder, profile (a project-local halt file for the reference
-    daemon), halt files; refuses an existing run folder, unknown knobs and bad criteria (exit 2)."""
+    daemon), halt files, host (``params.host`` or this machine's name) and where the samples go
+    (``data_dir``: a fleet's shared folder; None = the run folder); refuses an existing run
+    folder, a bad host name, unknown knobs and bad criteria (exit 2)."""
+    host = check_host(params.host) if params.host is not None else this_host()
     run_id = params.run_id or f"soak-{params.soak}-{utc_stamp()}"
     run_dir = run_dir_for(params.output_dir, run_id)
     if (run_dir / MANIFEST).exists():
@@ -99,7 +119,8 @@ def plan_run(params: SoakParams) -> RunPlan:
     apply_overrides(registry.get(params.soak).criteria(), params.criteria)  # bad criteria: exit 2 before any work
     start_stub = (reference and params.llm.health_url is not None) or params.llm.start_stub
     return RunPlan(run_id, run_dir, project_dir, profile, reference, start_stub,
-                 [p for p in dict.fromkeys(halt_paths) if p is not None])
+                   [p for p in dict.fromkeys(halt_paths) if p is not None], host=host,
+                   data_dir=Path(data_dir).resolve() if data_dir is not None else None)
 
 
 def attached_cwd(pid: int | None, match: str | None) -> str:

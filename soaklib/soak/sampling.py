@@ -49,11 +49,12 @@ def soak_sources(project_dir: Path, profile: Profile, sampling: SamplingParams, 
 
 def soak_sampler(project_dir: Path, profile: Profile, sampling: SamplingParams, *, run_id: str, t0: float,
                  log_paths: Iterable[Path], gpu: object | None, health: HealthProbe | None,
-                 probes: dict[str, dict[str, object]]) -> tuple[Sampler, LogSource]:
-    """A sampler of every source a soak watches (see :func:`soak_sources`)."""
+                 probes: dict[str, dict[str, object]], host: str | None = None) -> tuple[Sampler, LogSource]:
+    """A sampler of every source a soak watches (see :func:`soak_sources`); ``host`` goes in
+    every row (None = this machine's name)."""
     sources, logs = soak_sources(project_dir, profile, sampling, log_paths=log_paths, gpu=gpu, health=health,
                                  probes=probes)
-    return Sampler(sources, run_id=run_id, t0=t0), logs
+    return Sampler(sources, run_id=run_id, t0=t0, host=host), logs
 
 
 def sample_schema(probe_names: Iterable[str] = ()) -> pa.Schema:
