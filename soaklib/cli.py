@@ -250,6 +250,43 @@ def analyze(run_dir: str) -> None:
     _run(go)
 
 
+@main.command("compare")
+@click.argument("base", type=click.Path())
+@click.argument("new", type=click.Path())
+@click.option("--fail-on", default="", metavar="METRIC,...",
+              help="Exit 1 when NEW is significantly worse on one of these, e.g. memory_slope_mb_per_h,latency_ms_p95.")
+@click.option("--min-effect", "min_effects", multiple=True, metavar="METRIC=VALUE",
+              help="The smallest change that counts as worse, in the metric's unit (repeatable).")
+@click.option("--out", "out_dir", default="outputs/compare", show_default=True, help="Folder for the JSON, Markdown, PNG.")
+def compare_cmd(base: str, new: str, fail_on: str, min_effects: tuple[str, ...], out_dir: str) -> None:
+    """Diff two soaks or two multi-provider runs (BASE may be a folder of runs: its latest);
+    exit 0 · 1 NEW significantly worse on a --fail-on metric · 2 bad usage."""
+
+    def go() -> int:
+        from soaklib.errors import ParameterError
+        from soaklib.report.compare import compare, write_comparison
+        from soaklib.report.compare_render import console_lines
+
+        effects: dict[str, float] = {}
+        for item in min_effects:
+            key, sep, value = item.partition("=")
+            try:
+                effects[key.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ParameterError(f"--min-effect {item!r}: expected METRIC=NUMBER", key="min_effect", value=item)
+        metrics = [m.strip() for m in fail_on.split(",") if m.strip()]
+        comparison = compare(base, new, fail_on=metrics, min_effect=effects)
+        paths = write_comparison(comparison, out_dir)
+        for line in console_lines(comparison):
+            click.echo(line)
+        click.echo(f"Comparison: {paths['json']} and {paths['md']}" + (f" (figure {paths['png']})" if "png" in paths else ""))
+        return comparison.exit_code
+
+    _run(go)
+
+
 # --------------------------------------------------------------------------- simulators
 
 

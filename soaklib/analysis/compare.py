@@ -20,20 +20,22 @@ Three kinds of difference, each a :class:`Difference` (``delta = new − base`` 
 A difference is judged by a :class:`RegressionRule` (data: metric, which direction is
 worse, the smallest change that counts): ``worse`` only when the whole interval lies on
 the worse side of 0 and the change is at least ``min_effect``; ``better`` the same way
-round; else ``same``. Too little data gives NaN and ``n/a``, never an exception.
+round; else ``same``; ``too_few`` below the rule's ``min_n`` observations a side (a
+percentile bootstrap of a handful of jobs gives intervals far narrower than the truth). Too little data gives NaN and ``n/a``, never an exception.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
 
 from soaklib.errors import ParameterError
 
-Judgement = Literal["worse", "better", "same", "n/a"]
+Judgement = Literal["worse", "better", "same", "too_few", "n/a"]
 N_BOOT = 2000  # bootstrap resamples: the interval's bounds move by well under 1% between seeds
 SEED = 20260220  # the default generator seed (a fixed seed: a comparison is reproducible)
 
@@ -51,6 +53,9 @@ class Difference:
     unit: str
     method: str
     confidence: float = 0.95
+    group: str = ""  # what the metric is of, e.g. a provider; "" for the run as a whole
+    n_base: int = 0  # observations behind each side (jobs, bins); 0 = not a sample
+    n_new: int = 0
 
     @property
     def relative(self) -> float:
@@ -58,9 +63,10 @@ class Difference:
         return self.delta / abs(self.base) if self.base and math.isfinite(self.base) else math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "base": _num(self.base), "new": _num(self.new), "delta": _num(self.delta),
+        return {"metric": self.metric, "group": self.group, "base": _num(self.base), "new": _num(self.new), "delta": _num(self.delta),
                 "low": _num(self.low), "high": _num(self.high), "relative": _num(self.relative), "unit": self.unit,
-                "confidence": self.confidence, "method": self.method}
+                "confidence": self.confidence, "method": self.method,
+                "n_base": self.n_base, "n_new": self.n_new}
 
 
 @dataclass(frozen=True)
@@ -71,11 +77,14 @@ class RegressionRule:
     worse: Literal["higher", "lower"] = "higher"
     min_effect: float = 0.0  # in the metric's unit; smaller significant changes are "same"
     min_relative: float = 0.0  # or a fraction of |base|: the larger of the two applies
+    min_n: int = 0  # fewer observations a side than this: ``too_few`` (a bootstrap of 4 jobs is no evidence)
 
     def judge(self, d: Difference) -> Judgement:
         """``worse`` / ``better`` when the whole interval is past 0 on that side and the change is large enough."""
         if not all(math.isfinite(x) for x in (d.delta, d.low, d.high)):
             return "n/a"
+        if min(d.n_base, d.n_new) < self.min_n:
+            return "too_few"
         threshold = max(self.min_effect, self.min_relative * abs(d.base) if math.isfinite(d.base) else 0.0)
         sign = 1.0 if self.worse == "higher" else -1.0
         lo, hi = sorted((sign * d.low, sign * d.high))
@@ -141,7 +150,7 @@ def bootstrap_shift(
     boot_n = np.percentile(n[rng.integers(0, n.size, size=(n_boot, n.size))], q, axis=1)
     alpha = 1.0 - confidence
     low, high = np.quantile(boot_n - boot_b, [alpha / 2, 1 - alpha / 2])
-    return Difference(metric, pb, pn, pn - pb, float(low), float(high), unit, method, confidence)
+    return Difference(metric, pb, pn, pn - pb, float(low), float(high), unit, method, confidence, "", b.size, n.size)
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -171,7 +180,7 @@ def rate_difference(
     d = p1 - p2
     low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return Difference(metric, p2, p1, d, low, high, "fraction", method, confidence)
+    return Difference(metric, p2, p1, d, low, high, "fraction", method, confidence, "", base_n, new_n)
 
 
 def plain_difference(metric: str, base: float | None, new: float | None, *, unit: str = "") -> Difference:
@@ -181,7 +190,6 @@ def plain_difference(metric: str, base: float | None, new: float | None, *, unit
     return Difference(metric, b, n, n - b, math.nan, math.nan, unit, "difference of two observations (no interval)")
 
 
-def judge_all(diffs: Sequence[Difference], rules: Sequence[RegressionRule]) -> dict[str, Judgement]:
-    """Judgement per metric for the metrics that have a rule (the others are not judged)."""
-    by_metric = {r.metric: r for r in rules}
-    return {d.metric: by_metric[d.metric].judge(d) for d in diffs if d.metric in by_metric}
+def judge(d: Difference, rules: Sequence[RegressionRule]) -> Judgement:
+    """The judgement of the rule for ``d.metric`` (``n/a`` when no rule names it)."""
+    return next((r.judge(d) for r in rules if r.metric == d.metric), "n/a")
