@@ -18,6 +18,12 @@ def test_simulator_run_says_so_everywhere(tmp_path: Path) -> None:
     assert prov["simulator"] is True and prov["kind"] == "simulator" and prov["scenario"] == "clean"
     assert prov["runner_version"] == "2.0.0" and prov["description"].startswith("dx-runner simulator, scenario clean")
     assert e["environment"]["simulator"] is True  # the established key stays
+    # one description of the machine for both lanes: the soaks' Environment, then the lane's keys
+    from soaklib.observe.environment import Environment, git_commit
+
+    shared = set(Environment.__dataclass_fields__)
+    assert shared <= set(e["environment"]) and e["environment"]["commit"] == git_commit()
+    assert e["environment"]["packages"]["pandas"] and e["environment"]["cpu_count"]
     md = (tmp_path / "out" / "prov.md").read_text()
     assert "**Runner:** dx-runner simulator, scenario clean" in md
     assert "Runner: dx-runner simulator, scenario clean" in out

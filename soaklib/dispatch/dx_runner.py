@@ -13,7 +13,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from soaklib.errors import ParameterError
+from soaklib.proc.group import kill_group, stop_child
 from soaklib.redact import redact
 
 DEFAULT_OUTCOME_DIR = Path("/tmp/dx-runner")
@@ -327,18 +327,7 @@ class DxRunner:
             return None
         if pgid in (os.getpgrp(), 0, 1):
             return None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                return pgid
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(pgid, 0)
-                except ProcessLookupError:
-                    return pgid
-                time.sleep(0.02)
+        kill_group(pgid, grace_s=2.0)
         return pgid
 
     def read_outcome(self, provider: str, beads: str, attempts: int = 5, pause_s: float = 0.1) -> dict[str, str] | None:
@@ -396,7 +385,7 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float, cancel: threading.Even
             now = time.monotonic()
             if now >= deadline or (cancel is not None and cancel.is_set()):
                 timed_out = now >= deadline
-                _kill_group(proc)
+                stop_child(proc, term=False)
                 return None, timed_out, not timed_out
             slice_s = min(deadline - now, CANCEL_CHECK_S)
             if pidfd is not None:
@@ -419,18 +408,3 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
     except (AttributeError, OSError):
         return None
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass

@@ -9,10 +9,7 @@ status}`` as the soaks have, with the established ``gate`` rules derived from th
 from __future__ import annotations
 
 import hashlib
-import platform
 import re
-import socket
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +21,7 @@ from soaklib.analysis.criteria import Criterion, evaluate
 from soaklib.analysis.latency import percentiles
 from soaklib.dispatch.dx_runner import DxRunner, PreflightResult
 from soaklib.dispatch.job import JobOutcome
+from soaklib.observe.environment import Environment
 from soaklib.params import MultiProviderParams, to_dict
 from soaklib.store import utc_now
 
@@ -271,13 +269,13 @@ def _sha256(path: str) -> str | None:
 
 
 def environment(runner: DxRunner, params: MultiProviderParams, models: dict[str, str], prov: dict[str, Any]) -> dict[str, Any]:
-    """What the run ran on: host, Python, soaklib version, runner (and its version), canonical models."""
+    """What the run ran on: the one :class:`~soaklib.observe.environment.Environment` of every run
+    (host, platform, Python, packages, commit, CPUs, GPUs), then the lane's own: soaklib's
+    version, the runner (and its version), the simulator's scenario, the canonical models."""
     from soaklib import __version__
 
     return {
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
+        **Environment().to_json(),
         "soaklib": __version__,
         "runner": " ".join(runner.argv_prefix),
         "runner_version": prov.get("runner_version"),
