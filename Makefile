@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job on the built-in simulator: 2 rounds x 6 parallel jobs, then the executed
-# notebook (latency percentiles, figures) attached beside the evidence.
+# notebook (latency percentiles, figures) attached beside the evidence, and its self-contained HTML page.
 demo: $(STAMP)
 	$(BIN)/soak multi-provider --dry-run --rounds 2 --parallel 6 --run-id $(RUN_ID) --output-dir $(OUT)
 	$(BIN)/papermill --log-level WARNING -k python3 notebooks/multi_provider.ipynb $(OUT)/$(RUN_ID).ipynb \
 	    -p runs_json $(OUT)/$(RUN_ID).json
+	$(BIN)/soak report $(OUT)/$(RUN_ID).ipynb >/dev/null
 	@echo
 	@echo "Signoff: $(OUT)/$(RUN_ID).json and $(OUT)/$(RUN_ID).md"
 	@echo "Executed notebook: $(OUT)/$(RUN_ID).ipynb"
+	@echo "HTML: $(OUT)/$(RUN_ID).html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

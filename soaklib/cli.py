@@ -287,6 +287,23 @@ def compare_cmd(base: str, new: str, fail_on: str, min_effects: tuple[str, ...],
     _run(go)
 
 
+@main.command("report")
+@click.argument("run_dir", type=click.Path())
+def report_cmd(run_dir: str) -> None:
+    """The self-contained HTML page of a run folder (or of an executed notebook), beside its signoff;
+    the run's notebook is executed on it first when it has none. Exit 0 · 2 bad usage."""
+
+    def go() -> int:
+        from soaklib.report.html import report
+
+        paths = report(run_dir)
+        click.echo(f"Executed notebook: {paths['ipynb']}")
+        click.echo(f"HTML: {paths['html']}")
+        return 0
+
+    _run(go)
+
+
 # --------------------------------------------------------------------------- simulators
 
 
