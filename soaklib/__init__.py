@@ -7,6 +7,7 @@ The public API (everything a notebook or an analyst needs; the rest is internal)
 - ``load_run(path)``: a run folder back as a ``Run`` (samples, events, jobs, attempts, signoff).
 - ``build_signoff(run)`` / ``write_signoff(run_dir)``: a soak's signoff, as the CLI writes it.
 - ``combine(run_dirs)`` / ``write_combined(run_dirs, output_dir)``: the combined A/B/C verdict.
+- ``query(run_dir, sql)``: SQL (DuckDB) over a run's ``samples`` and ``events``, every host of a fleet.
 - ``compare(base, new)``: the statistical diff of two soaks or two lanes (``soak compare``).
 - ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``.
 - Errors: ``SoakError`` and its children ``ParameterError``, ``PreflightError``,
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "write_signoff": "soaklib.report.signoff",
     "combine": "soaklib.report.combined",
     "write_combined": "soaklib.report.combined",
+    "query": "soaklib.fleet.query",
     "compare": "soaklib.report.compare",
     "load_params": "soaklib.params",
     "SoakParams": "soaklib.params",

@@ -4,6 +4,7 @@ Read with the standard library's ``ast`` (imports anywhere in a module count, la
 inside functions included; ``if TYPE_CHECKING:`` blocks do not). Layers, top to bottom::
 
     cli, notebooks
+    fleet                             (many hosts: runs soaks and lanes on an executor, judges a fleet)
     soak · dispatch · report          (report may read soak's registry; soak never imports report)
     watcher → observe → proc          (the WATCHER protocol uses the observers, never the reverse)
     analysis · runs → parts → params → store → errors · redact · prng
@@ -26,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(), "redact": set(), "prng": set(),
     "store": {"errors"},
     "params": {"errors", "store"},
+    "nbparams": {"errors", "store", "params"},
     "parts": {"errors", "store"},
     "runs": {"errors", "store", "parts"},
     "analysis": {"errors"},
@@ -36,7 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "soak": BASE | {"proc", "observe", "watcher", "sim"},
     "dispatch": BASE | {"proc", "observe", "sim"},
     "report": BASE | {"proc", "observe", "watcher", "soak", "dispatch"},
-    "cli": BASE | {"proc", "observe", "watcher", "soak", "dispatch", "report", "sim"},
+    "fleet": BASE | {"proc", "observe", "watcher", "soak", "dispatch", "report"},
+    "cli": BASE | {"proc", "observe", "watcher", "soak", "dispatch", "report", "sim", "fleet"},
     "__init__": set(),  # lazy re-exports by name only
 }
 #: stdlib modules that do I/O: analysis must not import them

@@ -1,0 +1,95 @@
+"""The fleet signoff on disk: ``{run_id}.json`` / ``.md`` beside the run folder, and a figure of
+every host's leak curve (one overlay, outliers and failing hosts in colour, the rest grey)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from soaklib.fleet.verdict import FleetVerdict, fleet_verdict
+from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
+
+FIGURE = "fleet_leak_curves"
+MAX_LABELLED = 8  # hosts named in the legend; the rest are grey lines
+
+
+def leak_curves_figure(fv: FleetVerdict) -> Any:
+    """Memory (MiB) of every host against hours on the fleet's bins: outlier and failing hosts
+    in colour with their names, the others thin grey lines. None when there are no bins."""
+    if fv.bins.empty or "memory_mb" not in fv.bins.columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    marked = list(dict.fromkeys(fv.outlier_hosts + [h.host for h in fv.hosts if h.verdict != "PASS"]))
+    fig = Figure(figsize=(9, 4.8))
+    ax = fig.subplots()
+    grey, coloured = [], []
+    for host, g in fv.bins.groupby("host", sort=True):
+        xy = list(zip((g["t_s"] - g["t_s"].min()) / 3600.0, g["memory_mb"]))
+        (coloured if host in marked else grey).append((str(host), xy))
+    if grey:
+        ax.add_collection(LineCollection([xy for _, xy in grey], colors="0.6", linewidths=0.6, alpha=0.5,
+                                         label=f"{len(grey)} other hosts"))
+    for i, (host, xy) in enumerate(coloured):
+        xs, ys = zip(*xy)
+        tags = [t for t, on in (("outlier", host in fv.outlier_hosts),
+                                ("FAIL", fv.host(host).verdict != "PASS")) if on]
+        ax.plot(xs, ys, lw=1.8, color=f"C{i % 10}",
+                label=f"{host} ({', '.join(tags)})" if i < MAX_LABELLED else None)
+    ax.autoscale()
+    ax.set_xlabel("hours since the host's first sample (after warm-up)")
+    ax.set_ylabel("memory (MB, median per bin)")
+    ax.set_title(f"Leak curves of {len(fv.hosts)} hosts · fleet {fv.verdict}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(fv: FleetVerdict, figures: dict[str, str]) -> str:
+    lines = [f"# Fleet signoff: {fv.run_id}", "", f"**Verdict: {fv.verdict}** · soak {fv.soak} · "
+             f"{len(fv.hosts)} hosts · {sum(h.verdict != 'PASS' for h in fv.hosts)} failing", ""]
+    if fv.outliers:
+        lines += ["Outliers (robust z-score of the per-host slope, |z| > 3.5):", ""]
+        lines += [f"- **{o.host}**: {o.metric} {o.value:.3g} against the fleet's median {o.median:.3g} "
+                  f"(z = {o.z:.1f})" for o in fv.outliers]
+        lines.append("")
+    lines += ["| host | verdict | memory slope MB/h | FD slope /h | samples | failing rows |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for h in fv.hosts:
+        bad = ", ".join(r["metric"] for r in h.criteria if r.get("status") == "FAIL") or "–"
+        mem = f"{h.memory_slope_mb_per_h:.3g}" if h.memory_slope_mb_per_h is not None else "–"
+        fd = f"{h.fd_slope_per_h:.3g}" if h.fd_slope_per_h is not None else "–"
+        lines.append(f"| {h.host} | {h.verdict} | {mem} | {fd} | {h.n_samples} | {bad} |")
+    for h in fv.hosts:
+        if h.reason:
+            lines += ["", f"{h.host}: {h.reason}"]
+    for name, rel in figures.items():
+        lines += ["", f"![{name}]({rel})"]
+    t = fv.timing_s
+    lines += ["", f"Read with DuckDB in {t.get('duckdb_s', 0):.2f} s, fits {t.get('fits_s', 0):.2f} s, "
+                  f"per-host signoffs {t.get('signoffs_s', 0):.2f} s (bins of {fv.bin_s:.3g} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet_signoff(run_dir: str | os.PathLike[str] | FleetVerdict, *, figures: bool = True) -> dict[str, Path]:
+    """Judge the fleet (or take a verdict already made) and write its signoff and figure."""
+    fv = run_dir if isinstance(run_dir, FleetVerdict) else fleet_verdict(run_dir)
+    json_path, md_path = signoff_paths(fv.run_dir)
+    paths: dict[str, Path] = {}
+    rel: dict[str, str] = {}
+    fig = leak_curves_figure(fv) if figures else None
+    if fig is not None:
+        from soaklib.report.plots import save_figure
+
+        png = save_figure(fig, fv.run_dir / "figures" / f"{FIGURE}.png")
+        paths[f"{FIGURE}_png"] = png
+        rel[FIGURE] = os.path.relpath(png, json_path.parent)
+    signoff = fv.to_dict() | {"figures": rel}
+    paths["json"] = atomic_write_json(json_path, signoff)
+    paths["md"] = atomic_write_text(md_path, _markdown(fv, rel))
+    return paths
