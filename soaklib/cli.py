@@ -149,6 +149,7 @@ class _SoakType(click.ParamType):
 @click.option("--output-dir", default=None, help=_soak_help("output_dir"))
 @click.option("--force", is_flag=True, default=None, help=_soak_help("force"))
 @click.option("--keep-changes", is_flag=True, default=None, help=_soak_help("keep_changes"))
+@click.option("--host", default=None, help=_soak_help("host"))
 @click.option("--no-progress", is_flag=True, help="No progress line.")
 def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
     """Soak a WATCHER daemon; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 target/preflight · 130 interrupted."""
@@ -225,6 +226,16 @@ def analyze(run_dir: str) -> None:
         from soaklib.runs import load_run
         from soaklib.store import signoff_paths
 
+        from soaklib.fleet.verdict import is_fleet
+
+        if Path(run_dir).exists() and is_fleet(run_dir):  # several hosts: the fleet verdict
+            from soaklib.fleet.report import write_fleet_signoff
+
+            paths = write_fleet_signoff(run_dir)
+            code = _verdict_code(paths["json"])
+            click.echo(f"Fleet signoff: {paths['json']} (verdict {'PASS' if code == EXIT_PASS else 'FAIL'})")
+            click.echo(f"Markdown: {paths['md']}")
+            return code
         run = load_run(run_dir)
         multi = run.kind == "multi-provider"
         if not multi and not run.manifest and run.samples.empty:
@@ -246,6 +257,36 @@ def analyze(run_dir: str) -> None:
                    f"verdict {'PASS' if code == EXIT_PASS else 'FAIL'})")
         click.echo(f"Markdown: {paths['md']}")
         return code
+
+    _run(go)
+
+
+@main.command("fleet")
+@click.argument("soak", type=_SoakType())
+@click.option("--executor", default="local", show_default=True,
+              help="Where the hosts' soaks run: local (threads here) or dask://HOST:PORT (one Dask worker per host, named after it).")
+@click.option("--hosts", default=None, metavar="H1,H2,...", help="The hosts (Dask worker names) [the file's fleet.hosts].")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file (a soak's keys, optional fleet: {hosts, per_host}).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one key for every host (repeatable).")
+@click.option("--set-host", "host_sets", multiple=True, metavar="HOST:KEY=VALUE", help="Override one key for one host (repeatable).")
+@click.option("--run-id", default=None, help=_soak_help("run_id"))
+@click.option("--output-dir", default=None, help=_soak_help("output_dir"))
+def fleet(soak: str, executor: str, hosts: str | None, params_file: str | None, sets: tuple[str, ...],
+          host_sets: tuple[str, ...], run_id: str | None, output_dir: str | None) -> None:
+    """One soak per host into one run folder, judged as a fleet; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 executor."""
+
+    def go() -> int:
+        from soaklib.fleet.soaks import fleet_inputs, run_and_judge
+
+        names = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
+        overrides = {"soak": soak, **({"output_dir": output_dir} if output_dir else {})}
+        base, names, per_host = fleet_inputs(params_file, list(sets), list(host_sets), names, overrides)
+        run, paths, verdict = run_and_judge(soak, names, base, executor=executor, run_id=run_id, per_host=per_host,
+                                            echo=click.echo)
+        for h in run.hosts:
+            click.echo(f"  {h.host}: {h.status}" + (f" ({h.reason})" if h.reason else ""))
+        click.echo(f"Fleet signoff: {paths['json']}\nMarkdown: {paths['md']}\nVerdict: {verdict}")
+        return EXIT_PASS if verdict == "PASS" else EXIT_FAIL
 
     _run(go)
 

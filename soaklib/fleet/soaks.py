@@ -255,3 +255,39 @@ def _result(future: Any, host: str, worker: WorkerInfo) -> HostOutcome:
         res.worker = res.worker or worker.address
         return res
     raise ExecutorError(f"worker {worker.name} returned {type(res).__name__}, not a soak outcome")
+
+
+def fleet_inputs(params_file: str | None, sets: list[str], host_sets: list[str], hosts: list[str] | None,
+                 overrides: Mapping[str, Any]) -> tuple[SoakParams, list[str], dict[str, dict[str, Any]]]:
+    """The base parameters, the hosts and each host's overrides, from a parameter file (a soak's
+    keys, plus an optional ``fleet: {hosts: [...], per_host: {HOST: {key: value}}}``), ``--set
+    KEY=VALUE`` and ``--set-host HOST:KEY=VALUE``; ``hosts`` (``--hosts``) wins over the file's."""
+    from soaklib.params import NOTEBOOK_KEYS, load_params, parse_override, read_yaml, set_path
+
+    data: dict[str, Any] = read_yaml(params_file) if params_file else {}
+    data = {k: v for k, v in data.items() if k not in NOTEBOOK_KEYS}
+    fleet = data.pop("fleet", None) or {}
+    if not isinstance(fleet, dict) or set(fleet) - {"hosts", "per_host"}:
+        raise ParameterError("fleet: expected a mapping with hosts and per_host", key="fleet", value=fleet)
+    per_host: dict[str, dict[str, Any]] = {str(h): dict(v or {}) for h, v in (fleet.get("per_host") or {}).items()}
+    for item in host_sets:
+        host, sep, rest = item.partition(":")
+        if not sep or not host:
+            raise ParameterError(f"--set-host {item!r} is invalid: expected HOST:KEY=VALUE", key="set-host", value=item)
+        keys, value = parse_override(rest)
+        per_host[host] = set_path(per_host.get(host, {}), keys, value)
+    names = list(hosts) if hosts else [str(h) for h in fleet.get("hosts") or []]
+    base = load_params(SoakParams, overrides=merge(data, dict(overrides)), sets=list(sets))
+    return base, names, per_host
+
+
+def run_and_judge(soak: str, hosts: list[str], base: SoakParams, *, executor: str = "local",
+                  run_id: str | None = None, per_host: Mapping[str, Mapping[str, Any]] | None = None,
+                  echo: Callable[[str], None] | None = None) -> tuple[FleetRun, dict[str, Path], str]:
+    """``soak fleet``: run the fleet, write its signoff; returns the run, the paths and the verdict."""
+    from soaklib.fleet.report import write_fleet_signoff
+    from soaklib.fleet.verdict import fleet_verdict
+
+    run = run_fleet(soak, hosts, base, executor=executor, run_id=run_id, per_host=per_host, echo=echo)
+    fv = fleet_verdict(run.run_dir)
+    return run, write_fleet_signoff(fv), fv.verdict

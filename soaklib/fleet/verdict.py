@@ -29,6 +29,7 @@ from soaklib.analysis.criteria import evaluate, verdict
 from soaklib.analysis.growth import MIB, fd_stability, memory_growth
 from soaklib.analysis.outliers import Outlier, outliers
 from soaklib.fleet.query import RunSql, binned_medians, connect, sample_columns
+from soaklib.parts import host_folders
 from soaklib.runs import Run
 from soaklib.soak import registry
 from soaklib.store import read_manifest
@@ -150,11 +151,21 @@ def _missing_row(reason: str) -> dict[str, Any]:
             "triage": "see the host's reason; the other hosts' data are unaffected", "direction": "in"}
 
 
+def is_fleet(run_dir: str | os.PathLike[str]) -> bool:
+    """A fleet run: a ``fleet-*`` manifest, or samples of more than one host."""
+    p = Path(run_dir)
+    if p.suffix == ".json" and p.is_file():
+        p = p.with_suffix("")
+    return str(read_manifest(p).get("kind", "")).startswith("fleet-") or len(host_folders(p / "samples")) > 1
+
+
 def fleet_verdict(run_dir: str | os.PathLike[str], *, soak: str | None = None, signoffs: bool = True,
                   max_bins: int = 500, warmup_s: float | None = None) -> FleetVerdict:
     """Judge every host of a run (see the module docstring); ``signoffs=False`` judges every
     host on the fleet's bins only (the growth rows), as for samples without soak folders."""
     p = Path(run_dir)
+    if p.suffix == ".json" and p.is_file():
+        p = p.with_suffix("")
     t0 = time.perf_counter()
     manifest = read_manifest(p)
     soak = soak or str(manifest.get("soak") or "a")
