@@ -9,7 +9,13 @@ The public API (everything a notebook or an analyst needs; the rest is internal)
 - ``combine(run_dirs)`` / ``write_combined(run_dirs, output_dir)``: the combined A/B/C verdict.
 - ``query(run_dir, sql)``: SQL (DuckDB) over a run's ``samples`` and ``events``, every host of a fleet.
 - ``compare(base, new)``: the statistical diff of two soaks or two lanes (``soak compare``).
-- ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``.
+- ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``;
+  ``as_bool(value, key)`` for papermill's string booleans.
+- For the notebooks (each one a tested function): ``verdict_line``, ``criteria_frame``,
+  ``growth_table``, ``soak_figures``, ``triage_lines``, ``requests_table`` (a soak's
+  signoff); ``lane_report`` (the lane's tables, ``read_evidence``, ``write_evidence``) and
+  ``latency_figure``; ``find_runs``, ``side_by_side_html``, ``failing_frame`` (the combined
+  signoff); ``gate_error(artifact)``: the ``GateFailed`` a failing verdict raises.
 - Errors: ``SoakError`` and its children ``ParameterError``, ``PreflightError``,
   ``RunnerError``, ``TargetError``, ``ProtocolError``, ``GateFailed``.
 
@@ -36,6 +42,19 @@ _EXPORTS: dict[str, str] = {
     "query": "soaklib.fleet.query",
     "compare": "soaklib.report.compare",
     "load_params": "soaklib.params",
+    "as_bool": "soaklib.params",
+    "verdict_line": "soaklib.report.signoff",
+    "criteria_frame": "soaklib.report.signoff",
+    "growth_table": "soaklib.report.signoff",
+    "soak_figures": "soaklib.report.signoff",
+    "triage_lines": "soaklib.report.signoff",
+    "requests_table": "soaklib.report.signoff",
+    "lane_report": "soaklib.report.multi_provider:",  # the module itself
+    "latency_figure": "soaklib.report.plots",
+    "find_runs": "soaklib.report.combined",
+    "side_by_side_html": "soaklib.report.combined",
+    "failing_frame": "soaklib.report.combined",
+    "gate_error": "soaklib.report.gate",
     "SoakParams": "soaklib.params",
     "MultiProviderParams": "soaklib.params",
     "SoakError": "soaklib.errors",
@@ -54,7 +73,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'soaklib' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module[:-1]) if module.endswith(":") else getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -39,7 +39,7 @@ def _parameters() -> dict[str, str]:
 def test_parameters_name_every_scenario_and_write_evidence() -> None:
     params = _parameters()
     assert params["scenario"].split("#", 1)[1].split(":", 1)[1].strip() == ", ".join(SCENARIOS)
-    assert params["write_evidence"].startswith("write_evidence: bool = False  # True rewrites")
+    assert params["write_evidence"].startswith("write_evidence: bool = False  # bool: True rewrites")
 
 
 def test_fail_on_gate_false_from_papermill_is_false(tmp_path: Path, fast_sim: None) -> None:

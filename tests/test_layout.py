@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(), "redact": set(), "prng": set(),
     "store": {"errors"},
     "params": {"errors", "store"},
-    "nbparams": {"errors", "store", "params"},
+    "nbparams": {"errors", "store", "params", "sim"},
     "parts": {"errors", "store"},
     "runs": {"errors", "store", "parts"},
     "analysis": {"errors"},

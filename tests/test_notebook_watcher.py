@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from soaklib.params import SoakParams
+from tests.test_notebooks import executed_text
 from tests.conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "watcher_soak.ipynb"
@@ -60,7 +61,8 @@ def test_notebook_runs_the_demo_soak_and_writes_the_signoff(tmp_path: Path) -> N
     out2 = tmp_path / "again.ipynb"
     pm.execute_notebook(str(NOTEBOOK), str(out2), parameters={"run_dir": str(tmp_path / "out" / "nbA")},
                         cwd=str(REPO), kernel_name="python3", progress_bar=False)
-    assert "nbA" in out2.read_text() and "left unchanged" in out2.read_text()
+    shown = executed_text(out2)
+    assert "run nbA (soak A)" in shown and "left unchanged" in shown
     assert [p.stat().st_mtime_ns for p in artifacts] == before
     pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "rewrite.ipynb"), cwd=str(REPO), kernel_name="python3",
                         parameters={"run_dir": str(tmp_path / "out" / "nbA"), "write_signoff": "true"},

@@ -36,6 +36,41 @@ def test_notebook_is_committed_clean(path: Path) -> None:
             assert "#" in line, f"parameter line without a comment: {line!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_is_the_dataclasses_help(path: Path) -> None:
+    """One source of parameter help: the cell is what soaklib.nbparams writes from params.py."""
+    from soaklib.nbparams import NOTEBOOKS as CLASSES, parameters_cell
+
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert cell.source == parameters_cell(*CLASSES[path.name]), (
+        f"{path.name}: the parameters cell and soaklib/params.py disagree; write the cell from "
+        "soaklib.nbparams.parameters_cell")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_import_only_from_soaklib(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("soaklib"):
+                assert node.module == "soaklib", f"{path.name}: from {node.module} import ... (use from soaklib import)"
+            if isinstance(node, ast.Import):
+                assert not [a.name for a in node.names if a.name.startswith("soaklib")], path.name
+
+
+def executed_text(path: Path) -> str:
+    """What the executed notebook printed and displayed, without papermill's injected parameters cell
+    (which holds the parameters we passed, so a run id found there proves nothing)."""
+    nb = nbformat.read(path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected, "papermill injected no parameters cell"
+    return json.dumps([c.outputs for c in nb.cells if c.cell_type == "code" and c not in injected])
+
+
 @pytest.fixture
 def fast_sim_env():
     old = {k: os.environ.get(k) for k in FAST_SIM}
@@ -71,7 +106,7 @@ def test_multi_provider_notebook_runs_and_exports(tmp_path: Path, fast_sim_env: 
         kernel_name="python3",
         progress_bar=False,
     )
-    assert "nb1" in out2.read_text()
+    assert "run nb1: PASSED, 6/6 jobs passed" in executed_text(out2)
 
 
 def test_multi_provider_notebook_fails_papermill_on_gate(tmp_path: Path, fast_sim_env: None) -> None:

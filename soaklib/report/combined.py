@@ -130,6 +130,16 @@ def summary_line(soak: str, signoff: Mapping[str, Any]) -> str:
     return f"Soak Test {soak.upper()}: {label} — {', '.join(values)}, [{_notes(signoff)}]"
 
 
+FAILING_COLUMNS = ["soak", "metric", "observed", "pass_bound", "status", "note", "details", "triage"]
+
+
+def failing_frame(combined: Mapping[str, Any]) -> Any:
+    """The combined signoff's failing rows as a table (what the notebook shows)."""
+    import pandas as pd
+
+    return pd.DataFrame(combined["failing"], columns=FAILING_COLUMNS)
+
+
 def _failing_rows(soak: str, signoff: Mapping[str, Any]) -> list[dict[str, Any]]:
     details = (signoff.get("observed") or {}).get("details") or {}
     out = []

@@ -185,6 +185,24 @@ def criteria_frame(signoff: dict[str, Any]) -> pd.DataFrame:
                         columns=cols)
 
 
+def triage_lines(signoff: dict[str, Any]) -> list[str]:
+    """What an operator reads next, as Markdown list items: the named details of each metric
+    (the duplicated requests, …), then the triage of every FAIL and WARN row."""
+    lines = [f"- **{metric}**: " + "; ".join(names) for metric, names in
+             ((signoff.get("observed") or {}).get("details") or {}).items()]
+    lines += [f"- **{r['metric']}** ({r['status']}): {r['triage']}" for r in signoff["criteria"]
+              if r["status"] in ("FAIL", "WARN") and r.get("triage")]
+    return lines
+
+
+def requests_table(run: Run) -> pd.DataFrame:
+    """Soak B's per-request table (``requests.parquet``: status, decision lines, handled times,
+    dispatch rank); empty for a run without one."""
+    from soaklib.store import read_table
+
+    return read_table(run.path / "requests.parquet")
+
+
 def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, Any]:
     """The signoff's figures: leak curve with fit and band, FDs, threads, VRAM, disk, LLM health;
     soak B's request queue (``requests.parquet``); soak C's convergence (isotonic fit over
