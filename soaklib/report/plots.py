@@ -70,12 +70,15 @@ def latency_figure(jobs: pd.DataFrame) -> Figure | None:
 
 
 def time_unit(span_s: float) -> tuple[float, str]:
-    """Seconds per unit and its name for a time axis: s up to 10 min, min up to 3 h, else h."""
+    """Seconds per unit and its name for a time axis: s up to 10 min, min up to 3 h, h up to
+    3 days, else days."""
     if span_s <= 600:
         return 1.0, "s"
     if span_s <= 3 * 3600:
         return 60.0, "min"
-    return 3600.0, "h"
+    if span_s <= 3 * 86400:
+        return 3600.0, "h"
+    return 86400.0, "days"
 
 
 def integer_axis(ax: Any, values: Any) -> None:
@@ -97,7 +100,7 @@ def series_figure(
     fit: dict[str, dict[str, Any]] | None = None,
     counts: set[str] | frozenset[str] = frozenset(),
 ) -> Figure | None:
-    """One panel per (column, label, scale) against time (s, min or h by the span); optional fitted lines.
+    """One panel per (column, label, scale) against time (s, min, h or days by the span); optional fitted lines.
 
     ``fit[column]`` may hold ``slope_per_s``, ``intercept``, ``low_per_s``, ``high_per_s``
     (values in the column's unit, before ``scale``) to draw the robust fit and its band.
@@ -179,17 +182,17 @@ MIB = 2**20
 
 def leak_figure(samples: pd.DataFrame, fits: dict[str, dict[str, Any]] | None = None, *,
                 title: str = "Memory of the target (leak curve)") -> Figure | None:
-    """Tree RSS and root RSS in MB (MiB) against hours, with Theil–Sen fits and 95% bands.
+    """Tree RSS and root RSS in MiB against time, with Theil–Sen fits and 95% bands.
 
     ``fits`` maps a column to the ``series_figure`` fit keys (values in bytes).
     """
-    cols = [("tree_rss_bytes", "tree RSS (MB)", 1 / MIB), ("rss_bytes", "RSS (MB)", 1 / MIB)]
+    cols = [("tree_rss_bytes", "tree RSS (MiB)", 1 / MIB), ("rss_bytes", "RSS (MiB)", 1 / MIB)]
     return series_figure(samples, cols, title=title, fit=fits)
 
 
 def resource_figure(samples: pd.DataFrame, column: str, label: str, *, scale: float = 1.0,
                     title: str, fit: dict[str, Any] | None = None, count: bool = False) -> Figure | None:
-    """One resource (FDs, threads, VRAM, disk) against hours; None when the column has no value.
+    """One resource (FDs, threads, VRAM, disk) against time; None when the column has no value.
     ``count``: whole-number ticks (FDs, threads)."""
     return series_figure(samples, [(column, label, scale)], title=title, fit={column: fit} if fit else None,
                          counts={column} if count else frozenset())
@@ -225,11 +228,11 @@ def llm_health_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | 
 
 
 def monitor_figure(samples: pd.DataFrame, time_col: str = "t_s") -> Figure | None:
-    """psrecord-style panels of a recorded process tree: RSS (MB), CPU (%), FDs."""
+    """psrecord-style panels of a recorded process tree: RSS (MiB), CPU (%), FDs."""
     rss = "tree_rss_bytes" if "tree_rss_bytes" in samples and samples["tree_rss_bytes"].notna().any() else "rss_bytes"
     cpu = "tree_cpu_pct" if "tree_cpu_pct" in samples and samples["tree_cpu_pct"].notna().any() else "cpu_pct"
     fds = "tree_num_fds" if "tree_num_fds" in samples and samples["tree_num_fds"].notna().any() else "num_fds"
-    cols = [(rss, "RSS (MB)", 1 / MIB), (cpu, "CPU (%)", 1.0), (fds, "open FDs", 1.0)]
+    cols = [(rss, "RSS (MiB)", 1 / MIB), (cpu, "CPU (%)", 1.0), (fds, "open FDs", 1.0)]
     return series_figure(samples, cols, title="Process tree", time_col=time_col, counts={fds})
 
 
@@ -241,8 +244,13 @@ def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = 
         return None
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[1, 1.4])
     samples = thin(samples)
+    ends = [float(samples[time_col].max())] if not samples.empty else []
+    if has_requests:
+        ends.append(float(np.nanmax(requests[[c for c in ("staged_t_s", "archived_t_s") if c in requests]]
+                                    .to_numpy(dtype=float))))
+    per, unit = time_unit(max(ends) if ends else 0.0)
     if not samples.empty and "requests_pending" in samples:
-        t = samples[time_col].to_numpy(dtype=float)
+        t = samples[time_col].to_numpy(dtype=float) / per
         ax1.step(t, samples["requests_pending"].to_numpy(dtype=float), where="post", label="pending (*.json)")
         ax1.step(t, samples["requests_archived"].to_numpy(dtype=float), where="post", label="archived")
     ax1.set_ylabel("requests")
@@ -259,14 +267,14 @@ def queue_figure(samples: pd.DataFrame, requests: pd.DataFrame, time_col: str = 
             end = float(end) if end is not None and np.isfinite(end) else (float(samples[time_col].max())
                                                                           if not samples.empty else r["staged_t_s"])
             colour = "tab:red" if r.get("handled_times", 1) > 1 or r.get("misrouted") else "tab:blue"
-            ax2.plot([r["staged_t_s"], end], [y, y], "-", color=colour, lw=3, alpha=0.5)
+            ax2.plot([r["staged_t_s"] / per, end / per], [y, y], "-", color=colour, lw=3, alpha=0.5)
             first = r.get("first_dispatch_t_s")
             if first is not None and np.isfinite(first):
-                ax2.plot([first], [y], "k|", ms=10)
+                ax2.plot([first / per], [y], "k|", ms=10)
         ax2.set_yticks(requests["seq"].to_numpy(dtype=float))
         ax2.set_yticklabels([f"{int(s):02d} {t}" for s, t in zip(requests["seq"], requests["logical_type"])], fontsize=7)
         ax2.invert_yaxis()
-    ax2.set_xlabel("time since start (s)")
+    ax2.set_xlabel(f"time since start ({unit})")
     ax2.set_title("Each request: staged → archived (| first dispatch seen; red: duplicated or misrouted)")
     ax2.grid(alpha=0.3)
     fig.tight_layout()

@@ -222,9 +222,9 @@ def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, A
         "leak": plots.leak_figure(alive, fits),
         "fds": plots.resource_figure(alive, fd_col, "open FDs", title="File descriptors (target tree)", count=True),
         "threads": plots.resource_figure(alive, "threads", "threads", title="Threads (target)", count=True),
-        "vram": plots.resource_figure(alive, "gpu_target_bytes", "target VRAM (MB)", scale=1 / MIB,
+        "vram": plots.resource_figure(alive, "gpu_target_bytes", "target VRAM (MiB)", scale=1 / MIB,
                                       title="GPU memory of the target", fit=vram_fit),
-        "disk": plots.resource_figure(s, "watched_bytes", "watched bytes (MB)", scale=1 / MIB,
+        "disk": plots.resource_figure(s, "watched_bytes", "watched bytes (MiB)", scale=1 / MIB,
                                       title="Disk: watched folders and target log"),
         "llm": plots.llm_health_figure(s),
     }
