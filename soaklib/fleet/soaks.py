@@ -194,7 +194,6 @@ def _run_local(params: dict[str, dict[str, Any]], fleet_dir: Path, deadline_s: f
 def _run_dask(spec: ExecutorSpec, params: dict[str, dict[str, Any]], fleet_dir: Path, rid: str,
               deadline_s: float, say: Callable[[str], None]) -> list[HostOutcome]:
     from distributed import Event
-    from distributed import wait as wait_dask
 
     client = connect(spec)
     topic, stop_name = f"soaklib-fleet-{rid}", f"soaklib-fleet-stop-{rid}"
@@ -219,8 +218,9 @@ def _run_dask(spec: ExecutorSpec, params: dict[str, dict[str, Any]], fleet_dir: 
         end = time.monotonic() + deadline_s
         try:
             while pending and time.monotonic() < end:
-                done, pending = wait_dask(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
-                pending = set(pending)
+                time.sleep(POLL_S)
+                done = {f for f in pending if f.done()}
+                pending -= done
                 for f in done:
                     host, w = futures[f]
                     out[host] = _result(f, host, w)

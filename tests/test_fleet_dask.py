@@ -1,0 +1,153 @@
+"""Fleet soaks and lanes on a real Dask cluster: a scheduler and workers as processes on
+loopback (``dask scheduler`` / ``dask worker --name HOST``), each worker standing for a host."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+from soaklib.errors import ParameterError
+from soaklib.fleet.cluster import ExecutorError, connect, parse_executor
+from soaklib.fleet.query import query
+from tests.conftest import PYTHON, REPO
+
+DASK = str(Path(sys.executable).with_name("dask"))
+FAST = ["--set", "duration_s=4", "--set", "warmup_s=1", "--set", "sampling.interval_s=0.2", "--set",
+        "sampling.flush_s=1", "--set", "sampling.health_interval_s=0.2", "--set", "sampling.health_timeout_s=0.3",
+        "--set", "sim.poll_s=0.1"]
+LEAK_MB_PER_H = 36000.0  # 10 MiB/s: clear in a few seconds
+
+
+class Cluster:
+    """A scheduler and named workers; every process is killed (group) and reaped at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.file = folder / "scheduler.json"
+        self._start("scheduler", [DASK, "scheduler", "--scheduler-file", str(self.file), "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (self.file.exists() and self.file.stat().st_size):
+            time.sleep(0.05)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    @property
+    def executor(self) -> str:
+        return "dask://" + self.address.removeprefix("tcp://")
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = open(self.folder / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            cwd=REPO)
+
+    def worker(self, name: str, nthreads: int = 4) -> None:
+        self._start(name, [DASK, "worker", "--scheduler-file", str(self.file), "--name", name, "--nthreads",
+                           str(nthreads), "--no-dashboard", "--no-nanny", "--death-timeout", "30"])
+
+    def wait_for(self, names: list[str], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(b"Registered to" in (self.folder / f"{n}.log").read_bytes() for n in names):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"workers {names} did not register: {self.log(names[0])}")
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
+
+    def kill(self, name: str) -> None:
+        p = self.procs[name]
+        descendants = psutil.Process(p.pid).children(recursive=True)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        for d in descendants:  # what the worker ran: a machine that is gone takes its processes along
+            try:
+                os.killpg(d.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        psutil.wait_procs(descendants, timeout=10)
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        for h in ("h1", "h2", "h3"):
+            c.worker(h)
+        c.wait_for(["h1", "h2", "h3"])
+        yield c
+    finally:
+        c.close()
+
+
+def soak_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "soaklib.cli", *args], capture_output=True, text=True, timeout=timeout_s,
+                          cwd=REPO)
+
+
+def rows(signoff: dict[str, Any], host: str) -> dict[str, str]:
+    return {r["metric"]: r["status"] for r in signoff["criteria"] if r["host"] == host}
+
+
+def test_fleet_soak_a_on_three_workers_fails_on_the_planted_leak_and_names_its_host(
+        cluster: Cluster, tmp_path: Path) -> None:
+    out = soak_cli("fleet", "a", "--executor", cluster.executor, "--hosts", "h1,h2,h3", "--run-id", "fleet3",
+                   "--output-dir", str(tmp_path), *FAST, "--set-host", f"h2:sim.leak_mb_per_h={LEAK_MB_PER_H}")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "[h2]" in out.stdout  # progress lines streamed back from the workers
+    signoff = json.loads((tmp_path / "fleet3.json").read_text())
+    assert signoff["verdict"] == "FAIL" and signoff["fleet"]["hosts_failed"] == ["h2"]
+    assert [o["host"] for o in signoff["fleet"]["outliers"]] == ["h2"]
+    leak = rows(signoff, "h2")
+    assert leak["memory_slope_mb_per_h"] == "FAIL" and leak["memory_growth_mb"] == "FAIL"
+    for host in ("h1", "h3"):
+        assert signoff["hosts"][host]["verdict"] == "PASS", signoff["hosts"][host]["criteria"]
+    workers = {h: s["worker"] for h, s in json.loads((tmp_path / "fleet3" / "run.json").read_text())["host_status"].items()}
+    assert len(set(workers.values())) == 3  # each soak ran on its own host's worker
+    hosts = query(tmp_path / "fleet3", "SELECT host, count(*) AS n FROM samples GROUP BY host ORDER BY host")
+    assert list(hosts["host"]) == ["h1", "h2", "h3"] and (hosts["n"] > 5).all()
+    assert (tmp_path / "fleet3" / "figures" / "fleet_leak_curves.png").stat().st_size > 0
+    again = soak_cli("analyze", str(tmp_path / "fleet3"))
+    assert again.returncode == 1 and "Fleet signoff" in again.stdout
+
+
+def test_a_host_without_a_worker_is_a_fail_row_with_the_reason_and_the_others_run(
+        cluster: Cluster, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    out = soak_cli("fleet", "a", "--executor", cluster.executor, "--hosts", "h1,nowhere", "--run-id", "gap",
+                   "--output-dir", str(tmp_path), *FAST)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert time.monotonic() - t0 < 60
+    signoff = json.loads((tmp_path / "gap.json").read_text())
+    missing = signoff["hosts"]["nowhere"]
+    assert missing["verdict"] == "FAIL" and "no Dask worker named 'nowhere'" in missing["reason"]
+    assert signoff["hosts"]["h1"]["verdict"] == "PASS"
+
+
+def test_an_unreachable_scheduler_is_an_executor_error_exit_3_not_a_hang() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ExecutorError, match="did not answer within 2 s") as e:
+        connect(parse_executor("dask://127.0.0.1:9"), timeout_s=2)
+    assert e.value.exit_code == 3 and time.monotonic() - t0 < 15
+    with pytest.raises(ParameterError, match="dask://HOST:PORT"):
+        parse_executor("tcp://127.0.0.1:8786")
