@@ -9,6 +9,7 @@ The public API (everything a notebook or an analyst needs; the rest is internal)
 - ``combine(run_dirs)`` / ``write_combined(run_dirs, output_dir)``: the combined A/B/C verdict.
 - ``query(run_dir, sql)``: SQL (DuckDB) over a run's ``samples`` and ``events``, every host of a fleet.
 - ``compare(base, new)``: the statistical diff of two soaks or two lanes (``soak compare``).
+- ``explore(run_or_runs)``: every series of a run (or runs overlaid) in an interactive Jupyter view.
 - ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``;
   ``as_bool(value, key)`` for papermill's string booleans.
 - For the notebooks (each one a tested function): ``verdict_line``, ``criteria_frame``,
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "write_combined": "soaklib.report.combined",
     "query": "soaklib.fleet.query",
     "compare": "soaklib.report.compare",
+    "explore": "soaklib.report.explore",
     "load_params": "soaklib.params",
     "as_bool": "soaklib.params",
     "verdict_line": "soaklib.report.signoff",
