@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from soaklib.analysis.units import format_duration
+from soaklib.analysis.units import MIB, format_duration
 from soaklib.errors import ParameterError
 
-MIB = 2**20  # bytes per MiB: the meaning of every *_mb name
 MAX_BINS = 500  # automatic binning keeps at most this many bins
 MAX_EXPLICIT_BINS = 5000  # an explicit bin_s giving more bins is refused (O(n²) estimator)
 SECONDS_PER_HOUR = 3600.0

@@ -15,6 +15,8 @@ SECONDS_PER_HOUR = 3600.0
 MINUTES_FROM_S = 100.0
 HOURS_FROM_S = 2.0 * SECONDS_PER_HOUR
 
+MIB = 2**20  # bytes per MiB: the meaning of every *_mb name in soaklib
+
 
 def format_duration(seconds: float | None) -> str:
     """A duration as a person reads it: ``0.089 s``, ``1.8 s``, ``60 s``, ``1.7 min``, ``45.0 min``, ``2.0 h``.

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from soaklib.analysis.convergence import ISOTONIC_METHOD, isotonic_fit  # noqa: E402
 from soaklib.analysis.latency import ecdf  # noqa: E402
+from soaklib.analysis.units import MIB  # noqa: E402
 from soaklib.store import atomic_write_bytes  # noqa: E402
 
 
@@ -177,7 +178,6 @@ def convergence_figure(x: Any, y: Any, trend: dict[str, Any] | None = None, *, l
 
 # --------------------------------------------------------------------------- WATCHER soak figures
 
-MIB = 2**20
 
 
 def leak_figure(samples: pd.DataFrame, fits: dict[str, dict[str, Any]] | None = None, *,

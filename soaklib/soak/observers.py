@@ -17,12 +17,11 @@ import pandas as pd
 
 from soaklib.analysis import DEFAULT_CRITERIA, Criterion
 from soaklib.analysis.growth import disk_growth, fd_stability, growth_slope, memory_growth
-from soaklib.analysis.units import format_duration
+from soaklib.analysis.units import MIB, format_duration
 from soaklib.redact import redact
 from soaklib.runs import Run
 from soaklib.soak import registry
 
-MIB = 2**20
 MAX_AUTO_WARMUP_S = 600.0
 LOG_TAIL_LINES = 20  # last lines of target.log shown when the target died or did not start
 LOG_TAIL_BYTES = 64 * 1024  # read at most this much of the end of target.log
