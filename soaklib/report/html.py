@@ -42,6 +42,7 @@ def _plotly_html(spec: dict[str, Any], div_id: str) -> str:
 def _prepare(nb: Any) -> int:
     """Plotly outputs get an HTML rendering, widget views are dropped; returns the number of plotly figures."""
     n = 0
+    nb.metadata.pop("widgets", None)  # the kernel's widget state: it needs a widget manager from the network
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data")
