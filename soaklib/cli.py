@@ -90,18 +90,20 @@ def _soak_help(name: str) -> str:
 @click.option("--dx-runner", "dx_runner", default=None, help=_mp_help("dx_runner"))
 @click.option("--outcome-dir", default=None, help=_mp_help("outcome_dir"))
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None, help="YAML parameter file.")
+@click.option("--executor", default="local", show_default=True,
+              help="Where the jobs run: local (this machine) or dask://HOST:PORT (the workers of a Dask cluster).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def multi_provider(params_file: str | None, no_progress: bool, **flags: Any) -> None:
+def multi_provider(params_file: str | None, no_progress: bool, executor: str, **flags: Any) -> None:
     """Run N parallel jobs per round through dx-runner; exit 0 clean · 1 not · 21 preflight · 130 interrupted."""
 
     def go() -> int:
-        from soaklib.dispatch.rounds import run_lane
+        from soaklib.fleet.lanes import run_lane_on
         from soaklib.params import MultiProviderParams, load_params
         from soaklib.report.multi_provider import write_evidence
 
         overrides = {k: v for k, v in flags.items() if v is not None}
         params = load_params(MultiProviderParams, params_file, overrides)
-        result = run_lane(params, echo=click.echo, progress=not no_progress and sys.stderr.isatty())
+        result = run_lane_on(executor, params, echo=click.echo, progress=not no_progress and sys.stderr.isatty())
         paths = write_evidence(result.evidence, params.output_dir)
         click.echo("\nArtifacts:")
         click.echo(f"  JSON: {paths['json']}")

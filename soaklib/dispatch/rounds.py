@@ -188,6 +188,7 @@ def run_lane(
         run_id, params, runner, models, preflight, rounds, started_at, time.monotonic() - t0, interrupted, provenance
     )
     jobs = jobs_frame(run_id, rounds)
+    _add_worker_hosts(evidence, jobs, rounds)
     write_table(run_dir / "jobs.parquet", jobs)
     code = 21 if evidence["preflight"]["failed_providers"] else 130 if interrupted else 0 if evidence["passed"] else 1
     evidence["exit_code"] = code
@@ -223,9 +224,12 @@ def _run_round(
     futures: dict[Future[JobOutcome], JobSpec] = {}
     try:
         try:
+            # an executor of jobs (a cluster's) takes the job itself; a plain pool runs it here
+            submit_job = getattr(pool, "submit_job", None)
             for spec in specs:
                 prompt_file = atomic_write_text(prompt_dir / f"{spec.beads_id}.txt", spec.prompt + "\n")
-                futures[pool.submit(jobs_runner.run, spec, prompt_file)] = spec
+                fut = submit_job(spec, prompt_file) if submit_job else pool.submit(jobs_runner.run, spec, prompt_file)
+                futures[fut] = spec
             for fut in as_completed(futures):
                 outcomes[futures[fut].beads_id] = fut.result()
                 if bar is not None:
@@ -233,6 +237,8 @@ def _run_round(
         except KeyboardInterrupt:
             cut = True
             jobs_runner.runner.cancel.set()
+            if hasattr(pool, "interrupt"):
+                pool.interrupt()
             for fut, spec in futures.items():  # each job stops itself when it sees the cancel
                 outcomes[spec.beads_id] = fut.result()
     finally:
@@ -248,6 +254,18 @@ def _run_round(
     ordered = [outcomes[s.beads_id] for s in sorted(specs, key=lambda s: (params.providers.index(s.provider), s.job_index))]
     cut = cut or any(o.final.status == "interrupted" for o in ordered)
     return RoundResult(r, ordered, started_at, utc_now(), time.monotonic() - t0, completed=not cut)
+
+
+def _add_worker_hosts(evidence: dict[str, Any], jobs: pd.DataFrame, rounds: list[RoundResult]) -> None:
+    """Jobs that ran on a cluster's worker say which (``worker_host``, in the JSON and in
+    ``jobs.parquet``); a local run's artifacts are left exactly as they are."""
+    hosts = {o.spec.beads_id: getattr(o, "worker_host", None) for rr in rounds for o in rr.outcomes}
+    if not any(hosts.values()):
+        return
+    for r in evidence.get("rounds", []):
+        for j in r.get("jobs", []):
+            j["worker_host"] = hosts.get(j["job_spec"]["beads_id"])
+    jobs["worker_host"] = jobs["beads_id"].map(hosts)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
