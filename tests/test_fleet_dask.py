@@ -151,3 +151,64 @@ def test_an_unreachable_scheduler_is_an_executor_error_exit_3_not_a_hang() -> No
     assert e.value.exit_code == 3 and time.monotonic() - t0 < 15
     with pytest.raises(ParameterError, match="dask://HOST:PORT"):
         parse_executor("tcp://127.0.0.1:8786")
+
+
+SEED_KEYS = {"run_id", "passed", "all_clean", "total_jobs", "total_passed", "total_failed", "started_at",
+             "completed_at", "duration_sec", "provider_summary", "rounds"}
+SEED_JOB_KEYS = {"job_spec", "success", "status", "reason_code", "selected_model", "latency_ms", "completion",
+                 "retries", "outcome_state", "stdout", "stderr", "started_at", "completed_at", "raw_outcome"}
+
+
+def left_running(marker: str) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in p.info["cmdline"] or []):
+                found.append(f"{p.pid} {' '.join(p.info['cmdline'])[:120]}")
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_lane_on_dask_dry_run_is_12_of_12_with_the_seed_keys_and_each_jobs_worker(
+        cluster: Cluster, tmp_path: Path) -> None:
+    out = soak_cli("multi-provider", "--dry-run", "--executor", cluster.executor, "--run-id", "dlane",
+                   "--output-dir", str(tmp_path), "--no-progress")
+    assert out.returncode == 0, out.stdout + out.stderr
+    ev = json.loads((tmp_path / "dlane.json").read_text())
+    assert SEED_KEYS <= set(ev) and ev["total_jobs"] == 12 and ev["total_passed"] == 12
+    jobs = [j for r in ev["rounds"] for j in r["jobs"]]
+    assert all(SEED_JOB_KEYS <= set(j) for j in jobs)
+    assert {j["worker_host"] for j in jobs} <= {"h1", "h2", "h3"} and len({j["worker_host"] for j in jobs}) >= 2
+    assert [j["job_spec"]["beads_id"] for j in ev["rounds"][0]["jobs"]][:3] == [
+        "dlane-r1-opencode-0", "dlane-r1-opencode-1", "dlane-r1-cc-glm-0"]
+
+
+def test_a_worker_killed_mid_round_loses_no_job_and_leaves_nothing_running(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.worker("h4")
+    cluster.wait_for(["h4"])
+    lane = subprocess.Popen(
+        [PYTHON, "-m", "soaklib.cli", "multi-provider", "--dry-run", "--executor", cluster.executor, "--run-id",
+         "klane", "--output-dir", str(tmp_path), "--rounds", "1", "--jobs-per-provider", "4", "--parallel", "8",
+         "--max-retries", "1", "--timeout-sec", "60", "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not psutil.Process(cluster.procs["h4"].pid).children(recursive=True):
+            time.sleep(0.05)  # h4 is running a job (its dx-runner's processes)
+        cluster.kill("h4")
+        stdout, _ = lane.communicate(timeout=240)
+    finally:
+        if lane.poll() is None:
+            os.killpg(lane.pid, signal.SIGKILL)
+            lane.wait(timeout=10)
+    assert lane.returncode in (0, 1), stdout
+    ev = json.loads((tmp_path / "klane.json").read_text())
+    jobs = ev["rounds"][0]["jobs"]
+    assert ev["total_jobs"] == 12 and len(jobs) == 12 and all(j["status"] for j in jobs)
+    lost = [a for j in jobs for a in j["attempts"] if a["reason_code"] == "executor_exception"]
+    assert lost and all("h4" in a["detail"] and "lost" in a["detail"] for a in lost), jobs
+    retried = [j for j in jobs if any(a["reason_code"] == "executor_exception" for a in j["attempts"])]
+    assert all(j["worker_host"] != "h4" for j in retried if j["success"])  # the fresh attempt ran elsewhere
+    time.sleep(1.0)
+    assert not left_running("klane"), left_running("klane")
