@@ -18,10 +18,11 @@ import dataclasses
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
 from soaklib.fleet.cluster import ExecutorSpec, WorkerInfo, connect, submit_pinned
@@ -80,7 +81,7 @@ def _watch_stop(name: str, cancel: threading.Event) -> None:
     try:
         Event(name).wait()  # set by the client on Ctrl-C
         cancel.set()
-    except Exception:  # noqa: BLE001 - scheduler gone: the jobs end on their own timeouts
+    except Exception:
         pass
 
 
@@ -102,9 +103,10 @@ def run_job_on_worker(cfg: LaneConfig, spec: JobSpec, max_retries: int) -> Remot
     return RemoteJobOutcome(outcome.spec, outcome.attempts, worker_host=str(get_worker().name))
 
 
-class DaskJobExecutor:
+class DaskJobExecutor(Executor):
     """Submits a round's jobs to the cluster (see the module docstring); ``submit_job`` returns a
-    ``concurrent.futures.Future`` of the job's outcome, as a local pool's would."""
+    ``concurrent.futures.Future`` of the job's outcome, as a local pool's would (``submit``
+    runs any other callable in this process's pool)."""
 
     def __init__(self, client: Any, params: MultiProviderParams, run_id: str, parallel: int,
                  caps: dict[str, int] | None = None) -> None:
@@ -124,15 +126,18 @@ class DaskJobExecutor:
     def submit_job(self, spec: JobSpec, prompt_file: Path) -> Future[JobOutcome]:
         return self.pool.submit(self._drive, spec)
 
-    def shutdown(self, wait: bool = True) -> None:
-        self.pool.shutdown(wait=wait)
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
     def interrupt(self) -> None:
         """Ctrl-C: the workers' runners stop their jobs; the drivers stop waiting for leases."""
         self.cancel.set()
         try:
             self.stop.set()
-        except Exception:  # noqa: BLE001 - scheduler gone: nothing left to tell
+        except Exception:
             pass
 
     # ------------------------------------------------------------------ one job
@@ -199,7 +204,7 @@ class DaskJobExecutor:
             if fut.done():
                 try:
                     return fut.result(timeout=30), ""
-                except Exception as e:  # noqa: BLE001 - the worker's crash is this attempt's failure
+                except Exception as e:
                     return None, f"executor_exception on worker {w.name}: {type(e).__name__}: {e}"[:500]
             if time.monotonic() >= next_check:
                 if w.address not in {x.address for x in list_workers(self.client).values()}:
@@ -242,10 +247,11 @@ def run_lane_on(executor: str, params: MultiProviderParams, **kwargs: Any) -> An
     run_id = check_run_id(params.run_id or f"soak-{utc_stamp()}")
     params = dataclasses.replace(params, run_id=run_id)
     if params.dry_run and not params.outcome_dir:  # one simulator state folder for the run's jobs
-        params = dataclasses.replace(params, outcome_dir=f"/tmp/dx-runner-sim/{run_id}")
         import shutil
 
-        shutil.rmtree(params.outcome_dir, ignore_errors=True)
+        state = f"/tmp/dx-runner-sim/{run_id}"
+        shutil.rmtree(state, ignore_errors=True)
+        params = dataclasses.replace(params, outcome_dir=state)
     factory, close = dask_lane(spec, params, run_id)
     try:
         return run_lane(params, executor_factory=factory, **kwargs)

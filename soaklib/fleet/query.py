@@ -14,9 +14,10 @@ the median of each column, computed in SQL, at most ``max_bins`` bins per host.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -58,7 +59,7 @@ class RunSql:
     def close(self) -> None:
         self.con.close()
 
-    def __enter__(self) -> "RunSql":
+    def __enter__(self) -> RunSql:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -27,7 +27,8 @@ def leak_curves_figure(fv: FleetVerdict) -> Any:
     marked = list(dict.fromkeys(fv.outlier_hosts + [h.host for h in fv.hosts if h.verdict != "PASS"]))
     fig = Figure(figsize=(9, 4.8))
     ax = fig.subplots()
-    grey, coloured = [], []
+    grey: list[tuple[str, list[tuple[float, float]]]] = []
+    coloured: list[tuple[str, list[tuple[float, float]]]] = []
     for host, g in fv.bins.groupby("host", sort=True):
         xy = list(zip((g["t_s"] - g["t_s"].min()) / 3600.0, g["memory_mb"]))
         (coloured if host in marked else grey).append((str(host), xy))

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_local
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from soaklib.errors import ParameterError, SoakError
 from soaklib.fleet.cluster import ExecutorError, ExecutorSpec, WorkerInfo, connect, parse_executor, submit_pinned
@@ -105,7 +106,7 @@ def soak_on_host(params: dict[str, Any], data_dir: str, *, topic: str | None = N
                            worker.address if worker else None, str(result.run_dir), result.interrupted)
     except SoakError as e:
         return HostOutcome(host, "FAIL", f"{type(e).__name__}: {e}", worker.address if worker else None)
-    except Exception as e:  # noqa: BLE001 - a host's crash is that host's FAIL row, never the fleet's
+    except Exception as e:
         return HostOutcome(host, "FAIL", f"{type(e).__name__}: {e}", worker.address if worker else None)
     finally:
         done.set()
@@ -121,7 +122,7 @@ def _watch_stop(name: str, stop: threading.Event, done: threading.Event) -> None
             if ev.wait(timeout=1.0):
                 stop.set()
                 return
-        except Exception:  # noqa: BLE001 - scheduler gone: the soak goes on to its own end
+        except Exception:
             return
 
 
@@ -249,7 +250,7 @@ def _run_dask(spec: ExecutorSpec, params: dict[str, dict[str, Any]], fleet_dir: 
 def _result(future: Any, host: str, worker: WorkerInfo) -> HostOutcome:
     try:
         res = future.result(timeout=30)
-    except Exception as e:  # noqa: BLE001 - KilledWorker, CancelledError, a pickling error: the host's FAIL
+    except Exception as e:
         return HostOutcome(host, "FAIL", f"{type(e).__name__}: {e}", worker.address)
     if isinstance(res, HostOutcome):
         res.worker = res.worker or worker.address

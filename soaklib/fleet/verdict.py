@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis.criteria import evaluate, verdict
-from soaklib.analysis.growth import MIB, fd_stability, memory_growth
+from soaklib.analysis.growth import fd_stability, memory_growth
 from soaklib.analysis.outliers import Outlier, outliers
 from soaklib.fleet.query import RunSql, binned_medians, connect, sample_columns
 from soaklib.parts import host_folders
@@ -34,6 +35,7 @@ from soaklib.runs import Run
 from soaklib.soak import registry
 from soaklib.store import read_manifest
 
+MIB = 2**20  # bytes per MiB, the unit of every *_mb name
 HOSTS_DIR = "hosts"  # {run_dir}/hosts/{host}/: each host's soak folder (manifest, logs, observations)
 FLEET_SCHEMA_VERSION = "1.0"
 MEMORY_COLUMNS = ("tree_rss_bytes", "rss_bytes")
@@ -56,7 +58,7 @@ class HostVerdict:
     n_samples: int = 0
     n_bins: int = 0
     reason: str | None = None
-    signoff: dict[str, Any] | None = None
+    signoff: Mapping[str, Any] | None = None  # the host's own signoff (a mapping of its JSON keys)
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "verdict": self.verdict, "source": self.source, "reason": self.reason,
@@ -127,10 +129,10 @@ def _growth_rows(soak: str, mem: dict[str, Any] | None, fds: dict[str, Any] | No
         lo, hi = float(mem["slope_low_mb_per_h"]), float(mem["slope_high_mb_per_h"])
         intervals = {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * duration_h, hi * duration_h)}
     criteria = [c for c in registry.get(soak).criteria() if c.metric in GROWTH_METRICS]
-    return evaluate(criteria, observed, duration_h=duration_h or None, intervals=intervals)
+    return [dict(r) for r in evaluate(criteria, observed, duration_h=duration_h or None, intervals=intervals)]
 
 
-def _host_signoff(db: RunSql, run_dir: Path, host: str) -> dict[str, Any] | None:
+def _host_signoff(db: RunSql, run_dir: Path, host: str) -> Mapping[str, Any] | None:
     """The host's own soak signoff, from ``hosts/{host}/`` and its rows of the shared folder."""
     folder = run_dir / HOSTS_DIR / host
     manifest = read_manifest(folder)
