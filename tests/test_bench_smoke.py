@@ -16,6 +16,7 @@ SCRIPTS = {
     "dispatch_scale.py": "harness CPU ms/job",
     "analysis_scale.py": "library total s",
     "store_throughput.py": "bytes per sample on disk",
+    "report_scale.py": "explore redraw after a zoom",
 }
 
 
