@@ -10,9 +10,10 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -82,7 +83,7 @@ class MultiProviderParams:
     max_concurrent_starts: int = param(8, 'start calls in flight at most (each reruns preflight)')
     seed: int = param(0, 'simulator latency seed (dry runs only)')
 
-    def validate(self) -> "MultiProviderParams":
+    def validate(self) -> MultiProviderParams:
         if self.run_id is not None:
             check_run_id(self.run_id)
         for key in ("rounds", "parallel", "jobs_per_provider", "max_concurrent_starts"):
@@ -186,7 +187,7 @@ class SoakParams:
     warmup_s: float | None = param(None, 'seconds left out at the start of growth fits; None = 5% of the run, <= 600')
     host: str | None = param(None, "the machine's name in every row and in samples/host=NAME/; None = this machine's name")
 
-    def validate(self) -> "SoakParams":
+    def validate(self) -> SoakParams:
         if self.run_id is not None:
             check_run_id(self.run_id)
         _require("duration_s", self.duration_s, self.duration_s > 0, "a number of seconds > 0")
@@ -252,7 +253,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value in get_args(tp):
             return value
         raise ParameterError(f"{key} = {value!r} is invalid: allowed are {_type_name(tp)}", key=key, value=value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
@@ -302,7 +303,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             key=prefix + unknown[0],
         )
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
-    return cls(**kwargs)  # type: ignore[call-arg]
+    return cls(**kwargs)
 
 
 def to_dict(params: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@ default), so a value here matches ``numpy.percentile`` and ``Series.quantile`` e
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,8 @@ def _finite(values: Iterable[Any] | np.ndarray | pd.Series | None) -> np.ndarray
     else:
         series = pd.Series(list(values), dtype=object)
     arr = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return arr[np.isfinite(arr)]
+    finite: np.ndarray = arr[np.isfinite(arr)]
+    return finite
 
 
 def percentiles(values_ms: Iterable[Any] | np.ndarray | pd.Series | None) -> dict[str, float | int | None]:

@@ -8,8 +8,10 @@ it first appears, and kept in ``GpuReader.notes``.
 """
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 COLUMNS = ("gpu_available", "gpu_count", "gpu_used_bytes", "gpu_total_bytes", "gpu_util_pct",
            "gpu_target_bytes", "gpu_note")
@@ -91,7 +93,7 @@ class GpuReader:
             if self._nvml is None:
                 self._nvml = _load_pynvml()
             self._nvml.nvmlInit()
-        except Exception as e:  # noqa: BLE001 - any failure means "unavailable"
+        except Exception as e:  # any failure means "unavailable"
             self._note(f"NVML unavailable: {_text(e) or type(e).__name__}")
             return False
         self._ready = True
@@ -108,7 +110,7 @@ class GpuReader:
         self._next_try = self._clock() + self.retry_s
         try:
             self._nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     def close(self) -> None:
@@ -117,10 +119,10 @@ class GpuReader:
             self._ready = False
             try:
                 self._nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
-    def __enter__(self) -> "GpuReader":
+    def __enter__(self) -> GpuReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -140,7 +142,7 @@ class GpuReader:
             return row
         try:
             self._read_into(row, set(pids))
-        except Exception as e:  # noqa: BLE001 - GPU lost, driver gone, anything: a null row
+        except Exception as e:  # GPU lost, driver gone, anything: a null row
             self._lost(e)
             row = _empty()
         row["gpu_note"] = self._take_notes()
@@ -150,7 +152,7 @@ class GpuReader:
         """Call ``fn``; (False, None) when the metric is unsupported; other errors propagate."""
         try:
             return True, fn()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if self._optional(e):
                 self._note(f"{name} not supported: {_text(e)}")
                 return False, None
@@ -172,12 +174,12 @@ class GpuReader:
         utils: list[float] = []
         util_ok = True
         for h in devices:
-            ok, mem = self._metric("memory info", lambda h=h: nv.nvmlDeviceGetMemoryInfo(h))
+            ok, mem = self._metric("memory info", functools.partial(nv.nvmlDeviceGetMemoryInfo, h))
             if ok:
                 used += int(mem.used)
                 total += int(mem.total)
             mem_ok = mem_ok and ok
-            ok, util = self._metric("utilization", lambda h=h: nv.nvmlDeviceGetUtilizationRates(h))
+            ok, util = self._metric("utilization", functools.partial(nv.nvmlDeviceGetUtilizationRates, h))
             if ok:
                 utils.append(float(util.gpu))
             util_ok = util_ok and ok
@@ -196,7 +198,7 @@ class GpuReader:
                 fn = getattr(nv, kind, None)
                 if fn is None:
                     continue
-                ok, procs = self._metric("process list", lambda fn=fn, h=h: fn(h))
+                ok, procs = self._metric("process list", functools.partial(fn, h))
                 if not ok:
                     return None
                 for p in procs or []:
@@ -220,7 +222,7 @@ def gpu_inventory(nvml: Any = None) -> dict[str, Any]:
     try:
         nv = nvml if nvml is not None else _load_pynvml()
         nv.nvmlInit()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"available": False, "reason": f"NVML unavailable: {_text(e) or type(e).__name__}"}
     try:
         devices = []
@@ -229,20 +231,20 @@ def gpu_inventory(nvml: Any = None) -> dict[str, Any]:
             dev: dict[str, Any] = {"index": i, "name": _text(nv.nvmlDeviceGetName(h))}
             try:
                 dev["memory_total_bytes"] = int(nv.nvmlDeviceGetMemoryInfo(h).total)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 dev["memory_total_bytes"] = None
             devices.append(dev)
         try:
             driver = _text(nv.nvmlSystemGetDriverVersion())
-        except Exception:  # noqa: BLE001
+        except Exception:
             driver = None
         if not devices:
             return {"available": False, "reason": "NVML reports no GPU device", "driver_version": driver}
         return {"available": True, "driver_version": driver, "count": len(devices), "devices": devices}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"available": False, "reason": f"NVML error: {_text(e) or type(e).__name__}"}
     finally:
         try:
             nv.nvmlShutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass

@@ -15,8 +15,9 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from soaklib.errors import ParameterError
 from soaklib.redact import redact
@@ -57,7 +58,7 @@ class IncrementalReader:
         except OSError:
             return []
         ident = (st.st_dev, st.st_ino)
-        if self._ident is not None and ident != self._ident or st.st_size < self.offset:
+        if (self._ident is not None and ident != self._ident) or st.st_size < self.offset:
             self.offset, self._partial = 0, b""
             self.rotations += 1
         self._ident = ident
@@ -136,7 +137,7 @@ class LogScanner:
                 if heur is not None and heur.search(line):
                     self.heuristics += 1
                 if (is_error or is_tb) and len(self.first_errors) < self.keep_first:
-                    kept = redact(line.strip())[:500]
+                    kept = (redact(line.strip()) or "")[:500]
                     self.first_errors.append(kept)
                     new_first.append(kept)
         return new_first

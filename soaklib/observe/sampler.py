@@ -9,9 +9,11 @@ run on the monotonic clock.
 """
 from __future__ import annotations
 
+import functools
 import socket
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -60,7 +62,7 @@ class Sampler:
         row: dict[str, Any] = {"run_id": self.run_id, "host": self.host, "ts": utc_now(), "t_s": start - self.t0,
                                "lag_s": lag_s}
         for source, keys in self._readers:
-            row.update(tick.metric(source.name, keys, lambda source=source: source.read(tick)))
+            row.update(tick.metric(source.name, keys, functools.partial(source.read, tick)))
         for k in self._ints & row.keys():
             v = row[k]
             if isinstance(v, float) and v == v and abs(v) != float("inf"):

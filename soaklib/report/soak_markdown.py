@@ -9,7 +9,8 @@ the convergence signal, and every figure the signoff wrote.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.analysis.units import bound_text, format_duration, format_number
 from soaklib.report.verdict import verdict_line
@@ -59,7 +60,7 @@ def _provenance(s: Mapping[str, Any]) -> list[str]:
 
 
 def _not_started(s: Mapping[str, Any]) -> list[str]:
-    row = next((r for r in s["criteria"] if r["metric"] == "target_started"), {})
+    row: Mapping[str, Any] = next((r for r in s["criteria"] if r["metric"] == "target_started"), {})
     out = ["## The target did not start", "", str(row.get("note") or ""), ""]
     if s.get("target_log_tail"):
         out += ["Last lines of `target.log` (secrets redacted):", "", *_code_block(s["target_log_tail"]), ""]

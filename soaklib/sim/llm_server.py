@@ -20,9 +20,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 log = logging.getLogger("soaklib.sim.llm_server")
 
@@ -33,7 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "soaklib-llm-stub/1.0"
     protocol_version = "HTTP/1.0"  # one request per connection: an outage closes everything
 
-    def _send_json(self, status: int, payload: dict) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -41,13 +42,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:  # http.server naming
         if self.path.split("?", 1)[0] == "/health":
             self._send_json(200, {"status": "ok"})
         else:
             self._send_json(404, {"error": f"no route {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path.split("?", 1)[0] != "/completion":
             self._send_json(404, {"error": f"no route {self.path}"})
             return
@@ -77,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 

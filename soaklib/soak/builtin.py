@@ -1,7 +1,8 @@
 """The built-in soak types A, B and C of the soak plan, registered in the soak registry."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.analysis.units import format_value as v
 from soaklib.soak.drivers.endurance import EnduranceSoak

@@ -12,8 +12,9 @@ use. A new soak type registers with :func:`register` (a test can do it from its 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from soaklib.errors import ParameterError
 
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
     from soaklib.runs import Run
     from soaklib.soak.context import Driver
 
-#: Observed values of a run, by metric id, for the criteria (``observe(run, analysis)``).
-Observer = Callable[["Run", Mapping[str, Any]], dict[str, Any]]
+#: Observed values of a run, by metric id, for the criteria (``observe(run, analysis)``). It is called
+#: with the dict of ``soaklib.soak.observers.analyze``, so an observer may take that dict, any
+#: ``Mapping`` or ``dict | None`` (as the built-in ones do).
+Observer = Callable[["Run", dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.observe.readers import StatCache, count_files
 from soaklib.observe.sources import BOOL, I64, LogSource, Tick, columns
@@ -83,28 +84,32 @@ class WatcherSource:
         )
         return out
 
-    def _count(self, key: str, pattern: str = "*") -> int | None:
+    def _path(self, key: str) -> Path:
         path = self.paths[key]
         if path is None:
             raise FileNotFoundError(f"profile {self.profile.name!r} has no {key}")
+        return path
+
+    def _count(self, key: str, pattern: str = "*") -> int | None:
+        path = self._path(key)
         if pattern != "*":
             return count_files(path, pattern)
         count: int | None = self.cache.get(path, "count", count_files, max_age_s=FOLDER_MAX_AGE_S)
         return count  # None: the folder does not exist (yet)
 
     def read(self, tick: Tick) -> Mapping[str, Any]:
-        paths, cache = self.paths, self.cache
+        cache = self.cache
         row: dict[str, Any] = {}
         row.update(tick.metric("requests", ("requests_pending", "requests_archived"), lambda: {
             "requests_pending": self._count("requests_dir", "*.json"),
             "requests_archived": self._count("archive_dir")}))
         row.update(tick.metric("decision_log", DECISION_KEYS, self._decisions))
-        row.update(tick.metric("draws", ("draws",), lambda: {"draws": cache.get(paths["history_file"], "draws", _read_draws)}))
+        row.update(tick.metric("draws", ("draws",), lambda: {"draws": cache.get(self._path("history_file"), "draws", _read_draws)}))
         row.update(tick.metric("policy_candidates", ("policy_candidates",), lambda: {
             "policy_candidates": self._count("policy_dir")}))
 
         def telemetry() -> dict[str, Any]:
-            models, valid = cache.get(paths["telemetry_file"], "telemetry", _read_telemetry) or (None, None)
+            models, valid = cache.get(self._path("telemetry_file"), "telemetry", _read_telemetry) or (None, None)
             return {"telemetry_models": models, "telemetry_valid": valid}
 
         row.update(tick.metric("telemetry", ("telemetry_models", "telemetry_valid"), telemetry))

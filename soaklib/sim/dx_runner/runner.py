@@ -25,15 +25,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 try:
     from . import scenarios as sc
 except ImportError:  # run by path (the monitor and provider processes): no package
-    import scenarios as sc  # type: ignore[no-redef]
+    import scenarios as sc  # type: ignore[no-redef,import-not-found]
 
 VERSION = "2.0.0"
 BEADS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -314,7 +314,10 @@ def run_monitor(cfg: sc.SimConfig, provider: str, beads: str) -> int:
     meta = job.read_meta()
     rc = job.read_int(job.rc)
     truth = sc.read_json(job.truth)
-    end_epoch = float(truth.get("provider_exited_at", time.time()))
+    exited_at = truth.get("provider_exited_at", time.time())
+    if not isinstance(exited_at, (int, float, str)):
+        raise TypeError(f"{job.truth}: provider_exited_at is {exited_at!r}, not a number")
+    end_epoch = float(exited_at)
     code = proc.returncode
     exit_code = rc if rc is not None else (128 - code if code < 0 else code)
     if rc is None:
@@ -405,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "preflight":
         return cmd_preflight(cfg, args.provider)
+    if beads is None:  # argparse requires --beads for every other command
+        _err(f"ERROR: {args.command} needs --beads")
+        return 2
     if args.command == "start":
         return cmd_start(cfg, beads, args.provider, args.prompt_file, args.worktree)
     if args.command == "check":

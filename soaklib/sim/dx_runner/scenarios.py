@@ -11,9 +11,10 @@ import json
 import math
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import overload
 
 PROVIDERS = ("opencode", "cc-glm", "gemini")
 MODEL_ENV = {"opencode": "OPENCODE_MODEL", "cc-glm": "CC_GLM_MODEL", "gemini": "GEMINI_MODEL"}
@@ -67,6 +68,10 @@ class ConfigError(ValueError):
     """A DX_SIM_* setting that cannot be used; the message names the variable and value."""
 
 
+@overload
+def _float(env: Mapping[str, str], name: str, default: float) -> float: ...
+@overload
+def _float(env: Mapping[str, str], name: str, default: None) -> float | None: ...
 def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
     raw = env.get(name, "").strip()
     if not raw:

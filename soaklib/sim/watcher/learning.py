@@ -93,7 +93,8 @@ class Learner:
 
     @property
     def search_width(self) -> int:
-        return self.width_start * 2 ** max(0, self.cycles - 1)
+        factor: int = 2 ** max(0, self.cycles - 1)
+        return self.width_start * factor
 
     def start(self) -> None:
         """Note the history length at daemon start: only later draws count as ingested."""

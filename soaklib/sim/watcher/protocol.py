@@ -15,10 +15,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("soaklib.sim.watcher")
 
@@ -212,7 +213,8 @@ class RequestHandler:
 
     def _parse(self, data: dict[str, Any], path: Path) -> Request:
         rtype = data["request_type"]
-        params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+        raw_params = data.get("parameters")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         fields = params if self.profile == "plan" else data
         known = PLAN_TYPES if self.profile == "plan" else V2_TYPES
         kind = "unknown"
@@ -298,12 +300,12 @@ class RequestHandler:
 
     def _line(self, req: Request, run_id: str, dispatch_type: str, status: str, **extra: Any) -> None:
         if self.profile == "plan":
-            line = {"timestamp": utc_iso(), "sequence_number": req.sequence_number, "source": req.source,
+            line: dict[str, Any] = {"timestamp": utc_iso(), "sequence_number": req.sequence_number, "source": req.source,
                     "request_type": req.request_type, "status": status,
                     "dispatch_type": dispatch_type if not dispatch_type.startswith("ch13_") else None}
             line.update(extra)
         else:
-            details = {"request_path": req.path, "source": req.source, "request_type": req.request_type}
+            details: dict[str, Any] = {"request_path": req.path, "source": req.source, "request_type": req.request_type}
             if req.kind == "selfplay":
                 details["episodes"] = req.episodes
             elif req.kind == "learning_loop":

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from soaklib.watcher.protocol import build_request, write_request
-from soaklib.soak.context import SoakContext
 from soaklib.proc.target import HaltResult, Target
+from soaklib.soak.context import SoakContext
+from soaklib.watcher.protocol import build_request, write_request
 
 PROBE_SOURCE = "soak_test_A_probe"
 PROBE_EPISODES = 2

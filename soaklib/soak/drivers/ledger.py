@@ -6,8 +6,9 @@ misrouted, decision entries, FIFO order) with the requests behind each count.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 

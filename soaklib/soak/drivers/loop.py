@@ -16,26 +16,29 @@ kept in ``operator_backup/final/``. Per-tick values go to ``{run_dir}/loop.parqu
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from soaklib.analysis import convergence_trend
-from soaklib.prng import draw_values
-from soaklib.watcher import draws as injector
-from soaklib.watcher.draws import bootstrap_history, inject_draws
-from soaklib.watcher.decisions import Decision, DecisionStream
-from soaklib.watcher.protocol import Profile
-from soaklib.watcher.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
-from soaklib.watcher.check import ProtocolCheck, timeout_for
+from soaklib.errors import ParameterError
 from soaklib.observe.readers import StatCache, check_probe, count_files, json_probe
+from soaklib.prng import draw_values
 from soaklib.store import write_table
+from soaklib.watcher import draws as injector
+from soaklib.watcher.check import ProtocolCheck, timeout_for
+from soaklib.watcher.decisions import Decision, DecisionStream
+from soaklib.watcher.draws import bootstrap_history, inject_draws
+from soaklib.watcher.operator_files import POLICIES_FILE, AfterSoak, OperatorFiles, enable_test_mode, history_values
+from soaklib.watcher.protocol import Profile
 
 if TYPE_CHECKING:
     from soaklib.soak.context import SoakContext
@@ -100,13 +103,21 @@ class LoopCounters:
                 self.anonymous_cycles += 1
 
 
+def _profile_path(ctx: SoakContext, name: str) -> Path:
+    """The profile's ``name`` path (e.g. ``"policy_dir"``): the loop soak reads every one it asks for."""
+    path = ctx.profile.path(ctx.project_dir, name)
+    if path is None:
+        raise ParameterError(f"profile {ctx.profile.name!r} has no {name}: the loop soak needs it", key=name)
+    return path
+
+
 def convergence_points(loop: pd.DataFrame, column: str) -> tuple[list[float], list[float]]:
     """One point per cycle (the last value read while that many cycles were counted), cycles >= 1."""
     if loop.empty or column not in loop or "cycles" not in loop:
         return [], []
     d = loop[["cycles", column]].dropna()
-    d = d[d["cycles"] >= 1].groupby("cycles", sort=True)[column].last()
-    return [float(x) for x in d.index], [float(y) for y in d.to_numpy()]
+    last = d[d["cycles"] >= 1].groupby("cycles", sort=True)[column].last()
+    return [float(x) for x in last.index], [float(y) for y in last.to_numpy()]
 
 
 def theil_sen_intercept(x: Sequence[float], y: Sequence[float], slope: float | None) -> float | None:
@@ -201,13 +212,15 @@ class LoopSoak:
                               "seed's synthetic history, so convergence toward the seed is not expected")
         telemetry = self._telemetry(ctx)
         self.start = {"history_draws": len(values), "history_matches_seed": fits,
-                      "policy_candidates": count_files(profile.path(ctx.project_dir, "policy_dir")),
+                      "policy_candidates": count_files(_profile_path(ctx, "policy_dir")),
                       "telemetry_models": telemetry.get("total_models"), "policies": policies}
 
     # ------------------------------------------------------------------ each tick
 
     def _telemetry(self, ctx: SoakContext) -> dict[str, Any]:
         path = ctx.profile.path(ctx.project_dir, "telemetry_file")
+        if path is None:
+            return {}
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError, TypeError):
@@ -225,7 +238,7 @@ class LoopSoak:
                 return
             try:
                 new = inject_draws(ctx.project_dir, count, seed=inj.seed, mod=inj.mod, prng=inj.prng)
-            except Exception as e:  # noqa: BLE001 - recorded and judged, the soak goes on
+            except Exception as e:  # recorded and judged, the soak goes on
                 self.injection_errors.append(f"{type(e).__name__}: {e}")
                 ctx.event("injection_failed", message=f"draw injection failed: {e}")
                 return
@@ -266,7 +279,7 @@ class LoopSoak:
             path = Path(spec["file"])
             path = path if path.is_absolute() else Path(ctx.project_dir) / path
             rec[f"probe_{name}"] = self._cache.get(
-                path, name, lambda q, s=spec: json_probe(q, s.get("path"), s.get("reduce", "value")))
+                path, name, functools.partial(json_probe, dotted_path=spec.get("path"), reduce=spec.get("reduce", "value")))
         self.rows.append(rec)
         if time.monotonic() - self._last_write >= ctx.params.sampling.flush_s:
             self._write_loop(ctx)
@@ -333,7 +346,7 @@ class LoopSoak:
             heuristic = int(samples["heuristic_fallback"].max())
         elif profile.heuristic_in_decisions:
             heuristic = c.heuristic
-        policy_now = count_files(profile.path(ctx.project_dir, "policy_dir"))
+        policy_now = count_files(_profile_path(ctx, "policy_dir"))
         models_start = self.start.get("telemetry_models") or 0
         models_end = telemetry.get("total_models")
         valid_col = samples["telemetry_valid"].dropna() if "telemetry_valid" in samples else pd.Series(dtype=bool)

@@ -15,15 +15,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
-
+from typing import TYPE_CHECKING, Any
 
 from soaklib.proc.group import stop_child
-from soaklib.watcher.check import ProtocolCheck, timeout_for
-from soaklib.watcher.decisions import DecisionStream
-from soaklib.watcher.operator_files import AfterSoak
 from soaklib.soak.drivers.ledger import (
     PLAN_MIX,
     PREFIX,
@@ -34,8 +31,11 @@ from soaklib.soak.drivers.ledger import (
     Staged,
     expand_mix,
 )
-from soaklib.watcher.protocol import Profile, QueueState, build_request, scan_queue, write_request
 from soaklib.store import utc_now, write_table
+from soaklib.watcher.check import ProtocolCheck, timeout_for
+from soaklib.watcher.decisions import DecisionStream
+from soaklib.watcher.operator_files import AfterSoak
+from soaklib.watcher.protocol import Profile, QueueState, build_request, scan_queue, write_request
 
 if TYPE_CHECKING:
     from soaklib.soak.context import SoakContext
@@ -63,7 +63,7 @@ class QueueSoak:
         self.timed_out = False
         self.stopped = False
         self.batch: dict[str, Any] = {"passes": 0, "returncodes": [], "timeouts": 0}
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._proc_deadline = 0.0
         self._after: AfterSoak | None = None
         self._stream: DecisionStream | None = None
