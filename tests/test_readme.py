@@ -52,7 +52,8 @@ class Expect:
 EXPECTATIONS = [
     Expect(r"^make test\b", -1),  # the command running this test
     Expect(r"^make demo\b", 0, ("outputs/multi-provider-soak/demo-*.json", "outputs/multi-provider-soak/demo-*.md",
-                                "outputs/multi-provider-soak/demo-*.ipynb", "outputs/multi-provider-soak/demo-*/jobs.parquet")),
+                                "outputs/multi-provider-soak/demo-*.ipynb", "outputs/multi-provider-soak/demo-*/jobs.parquet",
+                                "outputs/multi-provider-soak/demo-*.html")),
     Expect(r"soak watcher a --params parameters/soak_a_demo.yaml$", 0,
            ("outputs/watcher-soak/soak-a-*.json", "outputs/watcher-soak/soak-a-*.md",
             "outputs/watcher-soak/soak-a-*/samples/part-*.parquet")),
@@ -68,6 +69,9 @@ EXPECTATIONS = [
     Expect(r"^papermill notebooks/watcher_soak.ipynb out.ipynb -f parameters/soak_a_demo.yaml$", 0, ("out.ipynb",)),
     Expect(r"^papermill notebooks/signoff.ipynb out.ipynb -y", 0, ("out.ipynb",)),  # write_signoff: false
     Expect(r"^papermill --help-notebook notebooks/multi_provider.ipynb$", 0, (), stdout="fail_on_gate"),
+    Expect(r"soak compare outputs/watcher-soak RUN_DIR_A$", 0,
+           tuple(f"outputs/compare/compare-soak-a-*-vs-soak-a-*.{ext}" for ext in ("json", "md", "png"))),
+    Expect(r"soak report RUN_DIR_A$", 0, ("outputs/watcher-soak/soak-a-*.html",)),
     Expect(r"^python: ", 0, (), stdout="samples"),
 ]
 
