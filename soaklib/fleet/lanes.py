@@ -32,7 +32,7 @@ from soaklib.store import atomic_write_text, utc_now
 
 #: the runner's own per-provider caps (dx-runner v2 defaults), held across the cluster
 DEFAULT_CAPS = {"opencode": 2, "cc-glm": 2, "gemini": 1}
-POLL_S = 0.2
+ALIVE_EVERY_S = 1.0  # how often a waiting job asks whether its worker is still there
 DEADLINE_MARGIN_S = 60.0  # beyond the job's timeout: start (preflight), report, the transfer
 
 
@@ -122,6 +122,8 @@ class DaskJobExecutor(Executor):
         self.load: dict[str, int] = {}
         self.lock = threading.Lock()
         self.cancel = threading.Event()
+        self.remote: Callable[..., RemoteJobOutcome] = run_job_on_worker  # what runs on the worker
+        self._alive: tuple[float, dict[str, WorkerInfo]] = (-1e9, {})
 
     def submit_job(self, spec: JobSpec, prompt_file: Path) -> Future[JobOutcome]:
         return self.pool.submit(self._drive, spec)
@@ -142,8 +144,19 @@ class DaskJobExecutor(Executor):
 
     # ------------------------------------------------------------------ one job
 
+    def alive(self) -> dict[str, WorkerInfo]:
+        """The cluster's workers by address, asked of the scheduler at most every ALIVE_EVERY_S / 2."""
+        with self.lock:
+            at, known = self._alive
+            if time.monotonic() - at < ALIVE_EVERY_S / 2:
+                return known
+        known = {w.address: w for w in list_workers(self.client).values()}
+        with self.lock:
+            self._alive = (time.monotonic(), known)
+        return known
+
     def _pick(self) -> WorkerInfo | None:
-        alive = list_workers(self.client)
+        alive = self.alive()
         if not alive:
             return None
         with self.lock:
@@ -178,7 +191,7 @@ class DaskJobExecutor(Executor):
                 attempts.append(self._lost(spec, len(attempts), "no Dask worker left in the cluster"))
                 break
             key = f"lane-{spec.beads_id}-a{len(attempts)}"
-            fut = submit_pinned(self.client, w, run_job_on_worker, self.cfg, spec, budget - len(attempts), key=key)
+            fut = submit_pinned(self.client, w, self.remote, self.cfg, spec, budget - len(attempts), key=key)
             try:
                 got, why = self._wait(fut, w)
             finally:
@@ -199,19 +212,19 @@ class DaskJobExecutor(Executor):
     def _wait(self, fut: Any, w: WorkerInfo) -> tuple[RemoteJobOutcome | None, str]:
         limit_s = self.params.timeout_sec + self.params.start_timeout_s + DEADLINE_MARGIN_S
         deadline = time.monotonic() + limit_s
-        next_check = 0.0
         while time.monotonic() < deadline:
-            if fut.done():
-                try:
-                    return fut.result(timeout=30), ""
-                except Exception as e:
-                    return None, f"executor_exception on worker {w.name}: {type(e).__name__}: {e}"[:500]
-            if time.monotonic() >= next_check:
-                if w.address not in {x.address for x in list_workers(self.client).values()}:
-                    fut.cancel()
-                    return None, f"Dask worker {w.name} ({w.address}) was lost mid-job"
-                next_check = time.monotonic() + 1.0
-            time.sleep(POLL_S)
+            try:
+                return fut.result(timeout=ALIVE_EVERY_S), ""
+            except TimeoutError:
+                if fut.status != "error":
+                    if w.address not in self.alive():
+                        fut.cancel()
+                        return None, f"Dask worker {w.name} ({w.address}) was lost mid-job"
+                    continue
+                err = fut.exception(timeout=5)
+                return None, f"executor_exception on worker {w.name}: {type(err).__name__}: {err}"[:500]
+            except Exception as e:  # the worker's crash is this attempt's failure
+                return None, f"executor_exception on worker {w.name}: {type(e).__name__}: {e}"[:500]
         fut.cancel()
         return None, f"no result from worker {w.name} within {limit_s:.0f} s"
 
