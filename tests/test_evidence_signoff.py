@@ -176,7 +176,7 @@ def test_a_target_that_did_not_start_gets_one_clear_row_and_no_leak_triage(tmp_p
     (row,) = s["criteria"]
     assert (row["status"], row["observed"]) == ("FAIL", False)
     assert "exited on its own after 0.5 s with code 4" in row["note"] and "watcher_policies.json" in row["note"]
-    assert "tracemalloc" not in json.dumps(s["criteria"]) and "sk-abcdef" not in json.dumps(s)
+    assert "tracemalloc" not in json.dumps(s["criteria"]) and "sk-abcdef" not in json.dumps(s.to_json())
     assert s["target_started"] is False and s["verdict"] == "FAIL" and s["verdict_label"] == "FAIL (target did not start)"
     assert "memory_growth_mb" in s["not_judged"] and "halt_s" in s["not_judged"]
     assert s["target_log_tail"][-1] == "ERROR: cannot open watcher_policies.json (OPENAI_API_KEY=[REDACTED]"

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import REPO
 
 PKG = REPO / "soaklib"
-BASE = {"errors", "redact", "prng", "store", "params", "parts", "runs", "analysis"}
+BASE = {"errors", "redact", "prng", "store", "params", "parts", "runs", "analysis", "artifacts"}
 #: top-level part of soaklib → the parts it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "redact": set(), "prng": set(),
@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "parts": {"errors", "store"},
     "runs": {"errors", "store", "parts"},
     "analysis": {"errors"},
+    "artifacts": {"errors", "analysis"},
     "proc": BASE,
     "observe": BASE | {"proc"},
     "watcher": BASE | {"proc", "observe"},

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,21 @@ Direction = Literal["max", "min", "eq", "in"]
 STATUSES = ("PASS", "WARN", "FAIL", "SKIP")
 ROW_KEYS = ("metric", "label", "observed", "unit", "pass_bound", "fail_bound", "status", "note", "triage",
             "direction")
+
+
+class CriterionRow(TypedDict):
+    """One evaluated criterion, as every artifact writes it (the keys of ``ROW_KEYS``)."""
+
+    metric: str
+    label: str
+    observed: Any
+    unit: str
+    pass_bound: Any
+    fail_bound: Any
+    status: str  # PASS | WARN | FAIL | SKIP
+    note: str
+    triage: str
+    direction: str
 
 
 @dataclass(frozen=True)
@@ -304,14 +319,14 @@ def evaluate(
     duration_h: float | None = None,
     overrides: Mapping[str, Any] | None = None,
     intervals: Mapping[str, tuple[float, float]] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[CriterionRow]:
     """One row per criterion: ``{metric, label, observed, unit, pass_bound, fail_bound, status, note, triage}``.
 
     ``pass_bound``/``fail_bound`` in a row are the bounds actually applied (scaled by
     ``duration_h / per_hours`` when both are known; the note gives the stated bound).
     ``triage`` is filled for WARN and FAIL rows. Collect all rows, then call ``verdict``.
     """
-    rows = []
+    rows: list[CriterionRow] = []
     for c in apply_overrides(criteria, overrides):
         obs = _plain(observed.get(c.metric))
         p, note_p = _resolve(c.pass_bound, observed) if c.direction != "in" else (c.pass_bound, "")
@@ -341,18 +356,18 @@ def evaluate(
                     notes.append(f"inconclusive: 95% interval {ci[0]:.3g} … {ci[1]:.3g} {c.unit} spans the bounds; run longer")
         missing = obs is None and not c.optional
         rows.append(
-            {
-                "metric": c.metric,
-                "label": c.label,
-                "observed": list(obs) if isinstance(obs, tuple) else obs,
-                "unit": c.unit,
-                "pass_bound": list(p) if isinstance(p, tuple) else p,
-                "fail_bound": list(f) if isinstance(f, tuple) else f,
-                "status": status,
-                "note": "; ".join(notes),
-                "triage": c.triage if status in ("WARN", "FAIL") and not missing else "",
-                "direction": c.direction,
-            }
+            CriterionRow(
+                metric=c.metric,
+                label=c.label,
+                observed=list(obs) if isinstance(obs, tuple) else obs,
+                unit=c.unit,
+                pass_bound=list(p) if isinstance(p, tuple) else p,
+                fail_bound=list(f) if isinstance(f, tuple) else f,
+                status=status,
+                note="; ".join(notes),
+                triage=c.triage if status in ("WARN", "FAIL") and not missing else "",
+                direction=c.direction,
+            )
         )
     return rows
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis.criteria import Criterion, evaluate
+from soaklib.artifacts import EVIDENCE_SCHEMA_VERSION, LaneEvidence
 from soaklib.analysis.latency import percentiles
 from soaklib.dispatch.dx_runner import DxRunner, PreflightResult
 from soaklib.dispatch.job import JobOutcome
@@ -25,7 +26,7 @@ from soaklib.observe.environment import Environment
 from soaklib.params import MultiProviderParams, to_dict
 from soaklib.store import utc_now
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = EVIDENCE_SCHEMA_VERSION
 ADDED_KEYS = (
     "schema_version", "interrupted", "exit_code", "pass_rate", "provenance", "retry_summary",
     "latency_definitions", "preflight", "parameters", "environment", "gate", "criteria",
@@ -129,8 +130,8 @@ def build_evidence(
     duration_s: float,
     interrupted: bool,
     provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The seed-format run dict (add, never rename) plus percentiles, retries, preflight, gate, criteria."""
+) -> LaneEvidence:
+    """The seed-format run (add, never rename) plus percentiles, retries, preflight, gate, criteria."""
     all_jobs = [o for rr in rounds for o in rr.outcomes]
     provider_summary = {p: latency_summary([o for o in all_jobs if o.spec.provider == p]) for p in params.providers}
     total = len(all_jobs)
@@ -140,30 +141,29 @@ def build_evidence(
     gate = gate_from_criteria(criteria, failed_pf, bool(all_jobs))
     all_clean = gate["passed"]
     prov = provenance or runner_provenance(runner, params)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "passed": all_clean,
-        "all_clean": all_clean,
-        "interrupted": interrupted,
-        "total_jobs": total,
-        "total_passed": passed_jobs,
-        "total_failed": total - passed_jobs,
-        "pass_rate": round(passed_jobs / total, 4) if total else None,
-        "started_at": started_at.isoformat(),
-        "completed_at": utc_now().isoformat(),
-        "duration_sec": round(duration_s, 3),
-        "provenance": prov,
-        "provider_summary": provider_summary,
-        "retry_summary": retry_summary(all_jobs),
-        "latency_definitions": LATENCY_DEFINITIONS,
-        "rounds": [round_dict(rr) for rr in rounds],
-        "preflight": {"passed": not failed_pf, "failed_providers": failed_pf, "results": [pf.as_dict() for pf in preflight]},
-        "parameters": to_dict(params) | {"run_id": run_id},
-        "environment": environment(runner, params, models, prov),
-        "gate": gate,
-        "criteria": criteria,
-    }
+    return LaneEvidence(
+        run_id=run_id,
+        passed=all_clean,
+        all_clean=all_clean,
+        interrupted=interrupted,
+        total_jobs=total,
+        total_passed=passed_jobs,
+        total_failed=total - passed_jobs,
+        pass_rate=round(passed_jobs / total, 4) if total else None,
+        started_at=started_at.isoformat(),
+        completed_at=utc_now().isoformat(),
+        duration_sec=round(duration_s, 3),
+        provenance=prov,
+        provider_summary=provider_summary,
+        retry_summary=retry_summary(all_jobs),
+        latency_definitions=LATENCY_DEFINITIONS,
+        rounds=[round_dict(rr) for rr in rounds],
+        preflight={"passed": not failed_pf, "failed_providers": failed_pf, "results": [pf.as_dict() for pf in preflight]},
+        parameters=to_dict(params) | {"run_id": run_id},
+        environment=environment(runner, params, models, prov),
+        gate=gate,
+        criteria=criteria,
+    )
 
 
 _EXPLAIN = {

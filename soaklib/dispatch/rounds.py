@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,8 @@ from soaklib.dispatch.evidence import (  # noqa: F401 - re-exported for callers 
     runner_provenance,
 )
 from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
-from soaklib.errors import ParameterError
+from soaklib.artifacts import LaneEvidence
+from soaklib.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREFLIGHT, ParameterError
 from soaklib.params import MultiProviderParams, canonical_models
 from soaklib.dispatch.console import clean_text, job_line, rate_text, round_line
 from soaklib.sim.dx_runner.scenarios import SCENARIOS
@@ -49,7 +50,7 @@ class LaneResult:
     run_id: str
     params: MultiProviderParams
     run_dir: Path
-    evidence: dict[str, Any]
+    evidence: LaneEvidence
     jobs: pd.DataFrame
     exit_code: int
     rounds: list[RoundResult] = field(default_factory=list)
@@ -190,8 +191,9 @@ def run_lane(
     jobs = jobs_frame(run_id, rounds)
     _add_worker_hosts(evidence, jobs, rounds)
     write_table(run_dir / "jobs.parquet", jobs)
-    code = 21 if evidence["preflight"]["failed_providers"] else 130 if interrupted else 0 if evidence["passed"] else 1
-    evidence["exit_code"] = code
+    code = (EXIT_PREFLIGHT if evidence.preflight["failed_providers"] else EXIT_INTERRUPTED if interrupted
+            else EXIT_OK if evidence.passed else EXIT_FAIL)
+    evidence = replace(evidence, exit_code=code)
     say("\n=== Validation Complete ===")
     say(f"Status: {'PASSED' if evidence['passed'] else 'INTERRUPTED' if interrupted else 'FAILED'}")
     say(f"All Clean: {clean_text(evidence)}")
@@ -256,15 +258,14 @@ def _run_round(
     return RoundResult(r, ordered, started_at, utc_now(), time.monotonic() - t0, completed=not cut)
 
 
-def _add_worker_hosts(evidence: dict[str, Any], jobs: pd.DataFrame, rounds: list[RoundResult]) -> None:
+def _add_worker_hosts(evidence: LaneEvidence, jobs: pd.DataFrame, rounds: list[RoundResult]) -> None:
     """Jobs that ran on a cluster's worker say which (``worker_host``, in the JSON and in
     ``jobs.parquet``); a local run's artifacts are left exactly as they are."""
     hosts = {o.spec.beads_id: getattr(o, "worker_host", None) for rr in rounds for o in rr.outcomes}
     if not any(hosts.values()):
         return
-    for r in evidence.get("rounds", []):
-        for j in r.get("jobs", []):
-            j["worker_host"] = hosts.get(j["job_spec"]["beads_id"])
+    for j in evidence.jobs():
+        j["worker_host"] = hosts.get(j["job_spec"]["beads_id"])
     jobs["worker_host"] = jobs["beads_id"].map(hosts)
 
 

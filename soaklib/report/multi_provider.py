@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
 from soaklib.analysis.latency import summarize
+from soaklib.artifacts import LaneEvidence
 from soaklib.store import atomic_write_json, atomic_write_text
 
 PERCENTILE_NOTE = (
@@ -42,13 +43,13 @@ from soaklib.dispatch.console import (  # noqa: E402  (one wording for the conso
 )
 
 
-def provider_table(evidence: dict[str, Any]) -> pd.DataFrame:
+def provider_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
     """Provider summary with percentiles (successful jobs only), one row per provider."""
     rows = [{"provider": p, **s} for p, s in evidence.get("provider_summary", {}).items()]
     return pd.DataFrame(rows)
 
 
-def round_table(evidence: dict[str, Any]) -> pd.DataFrame:
+def round_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
     """One row per round: jobs, passed, pass rate, completed, retries, duration and latency percentiles."""
     rows = []
     for r in evidence.get("rounds", []):
@@ -63,7 +64,7 @@ def round_table(evidence: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def job_table(evidence: dict[str, Any]) -> pd.DataFrame:
+def job_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
     """Every job of every round (final attempt, with its attempts, backoffs and job latency) as a flat table."""
     rows = []
     for r in evidence.get("rounds", []):
@@ -81,7 +82,7 @@ def job_table(evidence: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def attempt_table(evidence: dict[str, Any], *, retried_only: bool = False) -> pd.DataFrame:
+def attempt_table(evidence: Mapping[str, Any], *, retried_only: bool = False) -> pd.DataFrame:
     """Every attempt of every job (``jobs[k].attempts``), one row each; with ``retried_only``
     only the attempts of jobs that were retried or backed off on the concurrency cap."""
     rows = [
@@ -92,7 +93,7 @@ def attempt_table(evidence: dict[str, Any], *, retried_only: bool = False) -> pd
     return pd.DataFrame(rows)
 
 
-def latency_table(evidence: dict[str, Any], by: list[str] | None = None) -> pd.DataFrame:
+def latency_table(evidence: Mapping[str, Any], by: list[str] | None = None) -> pd.DataFrame:
     """``summarize`` per group: total/passed/failed of all jobs, latency percentiles of successful ones."""
     by = by or ["provider"]
     jobs = job_table(evidence)
@@ -103,7 +104,7 @@ def latency_table(evidence: dict[str, Any], by: list[str] | None = None) -> pd.D
     return counts.merge(stats, on=by, how="left")
 
 
-def failure_reasons(evidence: dict[str, Any]) -> pd.DataFrame:
+def failure_reasons(evidence: Mapping[str, Any]) -> pd.DataFrame:
     """Count of failed jobs by provider and reason code."""
     jobs = job_table(evidence)
     if jobs.empty or jobs["success"].all():
@@ -112,7 +113,7 @@ def failure_reasons(evidence: dict[str, Any]) -> pd.DataFrame:
     return failed.groupby(["provider", "reason_code", "runner_reason_code"]).size().reset_index(name="jobs")
 
 
-def gate_table(evidence: dict[str, Any]) -> pd.DataFrame:
+def gate_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
     """The gate's rules with observed, expected and PASS / FAIL / SKIP."""
     rows = [
         {"rule": r["rule"], "observed": r["observed"], "expected": r["expected"], "status": _status(r),
@@ -129,7 +130,7 @@ def _status(rule: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _md_providers(e: dict[str, Any]) -> list[str]:
+def _md_providers(e: Mapping[str, Any]) -> list[str]:
     out = ["## Providers", "", "| provider | jobs | passed | failed | in percentiles | mean ms | p50 ms | p90 ms | p95 ms "
            "| p99 ms | max ms | job p50 ms | job max ms | retries | cap backoffs |", "|---|" + "---|" * 14]  # fmt: skip
     for p, s in e["provider_summary"].items():
@@ -155,7 +156,7 @@ def _md_providers(e: dict[str, Any]) -> list[str]:
     return out
 
 
-def _md_retries(e: dict[str, Any]) -> list[str]:
+def _md_retries(e: Mapping[str, Any]) -> list[str]:
     jobs = [j for r in e["rounds"] for j in r["jobs"] if len(j.get("attempts") or []) > 1 or j.get("cap_backoffs")]
     note = retry_text(e.get("retry_summary"))
     out = ["## Retries and backoffs", ""]
@@ -200,7 +201,7 @@ def _md_round(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def to_markdown(evidence: dict[str, Any], figures: dict[str, str] | None = None) -> str:
+def to_markdown(evidence: Mapping[str, Any], figures: dict[str, str] | None = None) -> str:
     """The human-readable report: provenance, summary, providers (percentiles of successful jobs,
     failed jobs apart), retries and backoffs, gate, preflight, per-round job tables."""
     e = evidence
@@ -208,7 +209,7 @@ def to_markdown(evidence: dict[str, Any], figures: dict[str, str] | None = None)
     status = "PASSED" if e["passed"] else ("INTERRUPTED" if e.get("interrupted") else "FAILED")
     rs = e.get("retry_summary") or {}
     out = [f"# Multi-provider soak validation: {e['run_id']}", ""]
-    out += [f"**Result: {status}** · exit code {e.get('exit_code', '–')} · all clean: {clean_text(e).lower()}", ""]
+    out += [f"**Result: {status}** · exit code {e.get('exit_code') if e.get('exit_code') is not None else '–'} · all clean: {clean_text(e).lower()}", ""]
     out += [f"**Runner:** {runner_text(e)}", ""]
     out += ["## Summary", "", "| total jobs | passed | failed | pass rate | retries | cap backoffs | waited | duration | started (UTC) |",
             "|---|" + "---|" * 8]  # fmt: skip
@@ -243,7 +244,7 @@ def to_markdown(evidence: dict[str, Any], figures: dict[str, str] | None = None)
     return "\n".join(out)
 
 
-def write_evidence(evidence: dict[str, Any], output_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
+def write_evidence(evidence: Mapping[str, Any], output_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
     """Write ``{run_id}.json`` and ``{run_id}.md`` atomically (and the latency figure)."""
     out = Path(output_dir)
     run_id = evidence["run_id"]
@@ -263,7 +264,6 @@ def write_evidence(evidence: dict[str, Any], output_dir: str | Path, *, figures:
     return paths
 
 
-def read_evidence(path: str | Path) -> dict[str, Any]:
+def read_evidence(path: str | Path) -> LaneEvidence:
     """Load a ``{run_id}.json`` written by ``write_evidence`` (or by the seed runner)."""
-    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    return data
+    return LaneEvidence.from_json(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -10,8 +10,9 @@ criteria and decides the verdict. ``write_signoff(run_dir)`` writes ``{run_id}.j
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -43,6 +44,7 @@ from soaklib.soak.observers import (
 )
 from soaklib.report.soak_markdown import to_markdown
 from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
+from soaklib.artifacts import SIGNOFF_SCHEMA_VERSION, Signoff
 from soaklib.runs import Run, load_run
 from soaklib.soak import registry
 from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
@@ -52,7 +54,7 @@ __all__ = [
     "analyze", "llm_reconnect", "observe_a", "observe_b", "observe_c", "soak_criteria", "verdict_line",
 ]  # fmt: skip
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = SIGNOFF_SCHEMA_VERSION
 # --------------------------------------------------------------------------- the signoff
 
 
@@ -93,8 +95,8 @@ def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed:
     return rows
 
 
-def build_signoff(run: Run) -> dict[str, Any]:
-    """The signoff dict of a (partial) WATCHER soak run: criteria rows, verdict and context.
+def build_signoff(run: Run) -> Signoff:
+    """The :class:`~soaklib.artifacts.Signoff` of a (partial) WATCHER soak run: criteria rows, verdict and context.
 
     Beside the verdict (PASS / FAIL) it says what that may be called (``verdict_label``,
     ``production_ready``, ``verdict_reasons``: :mod:`soaklib.report.verdict`), what was
@@ -121,40 +123,38 @@ def build_signoff(run: Run) -> dict[str, Any]:
         counts[e["kind"]] = counts.get(e["kind"], 0) + 1
     run_length_s = (a["duration_h"] or 0.0) * 3600.0
     prov = provenance(run, run_length_s)
-    signoff: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run.run_id,
-        "soak": soak,
-        "verdict": result,
-        "complete": complete,
-        "interrupted": bool(obs.get("interrupted")),
-        "started_at": run.manifest.get("started_at"),
-        "completed_at": run.manifest.get("completed_at"),
-        "duration_h": a["duration_h"],
-        "criteria": rows,
-        "observed": observed,
-        "analysis": a,
-        "halt": obs.get("halt"),
-        "target_exit": obs.get("target_exit"),
-        "events": {"counts": counts, "first": events[:50]},
-        "notes": _notes(run, obs, a, complete, started),
-        "parameters": run_params(run),
-        "environment": run.manifest.get("environment") or {},
-        "figures": {},
-        "provenance": prov,
-        "run_length_s": run_length_s,
-        "plan_length_s": prov["plan_length_s"],
-        "plan_length_max_s": prov["plan_length_max_s"],
-        "target_started": started,
-        "target_log_tail": tail,
-        "not_judged": not_judged,
-    }
+    signoff = Signoff(
+        run_id=run.run_id,
+        soak=soak,
+        verdict=result,
+        complete=complete,
+        interrupted=bool(obs.get("interrupted")),
+        started_at=run.manifest.get("started_at"),
+        completed_at=run.manifest.get("completed_at"),
+        duration_h=a["duration_h"],
+        criteria=rows,
+        observed=observed,
+        analysis=a,
+        halt=obs.get("halt"),
+        target_exit=obs.get("target_exit"),
+        events={"counts": counts, "first": events[:50]},
+        notes=_notes(run, obs, a, complete, started),
+        parameters=run_params(run),
+        environment=run.manifest.get("environment") or {},
+        provenance=prov,
+        run_length_s=run_length_s,
+        plan_length_s=prov["plan_length_s"],
+        plan_length_max_s=prov["plan_length_max_s"],
+        target_started=started,
+        target_log_tail=tail,
+        not_judged=not_judged,
+    )
     words = signoff_verdict(signoff)
-    signoff.update(verdict_label=words.label, production_ready=words.production_ready, verdict_reasons=words.reasons)
-    return signoff
+    return replace(signoff, verdict_label=words.label, production_ready=words.production_ready,
+                   verdict_reasons=words.reasons)
 
 
-def growth_table(signoff: dict[str, Any]) -> pd.DataFrame:
+def growth_table(signoff: Mapping[str, Any]) -> pd.DataFrame:
     """Memory series of the signoff's analysis (tree RSS, RSS, USS, VRAM): levels, slope with CI, trend.
 
     ``raw_growth_mb`` is the last − first bin median after the warm-up; ``fitted_growth_mb``
@@ -175,7 +175,7 @@ def growth_table(signoff: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def criteria_frame(signoff: dict[str, Any]) -> pd.DataFrame:
+def criteria_frame(signoff: Mapping[str, Any]) -> pd.DataFrame:
     """The criteria rows as the Markdown shows them: bounds with their direction (≤ 12.5, > 50, ≥ 5)."""
     cols = ["metric", "observed", "unit", "pass", "fail", "status", "note"]
     return pd.DataFrame([{"metric": r["metric"], "observed": r["observed"], "unit": r["unit"],
@@ -185,7 +185,7 @@ def criteria_frame(signoff: dict[str, Any]) -> pd.DataFrame:
                         columns=cols)
 
 
-def triage_lines(signoff: dict[str, Any]) -> list[str]:
+def triage_lines(signoff: Mapping[str, Any]) -> list[str]:
     """What an operator reads next, as Markdown list items: the named details of each metric
     (the duplicated requests, …), then the triage of every FAIL and WARN row."""
     lines = [f"- **{metric}**: " + "; ".join(names) for metric, names in
@@ -203,7 +203,7 @@ def requests_table(run: Run) -> pd.DataFrame:
     return read_table(run.path / "requests.parquet")
 
 
-def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, Any]:
+def soak_figures(run: Run, signoff: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The signoff's figures: leak curve with fit and band, FDs, threads, VRAM, disk, LLM health;
     soak B's request queue (``requests.parquet``); soak C's convergence (isotonic fit over
     the cycles) and loop (``loop.parquet``). None for a target that did not start."""
@@ -234,14 +234,14 @@ def soak_figures(run: Run, signoff: dict[str, Any] | None = None) -> dict[str, A
     return {k: v for k, v in figs.items() if v is not None}
 
 
-def _queue_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+def _queue_figure(run: Run, signoff: Mapping[str, Any] | None, soak: registry.SoakType) -> Any:
     from soaklib.report import plots
     from soaklib.store import read_table
 
     return plots.queue_figure(run.samples, read_table(run.path / "requests.parquet"))
 
 
-def _convergence_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+def _convergence_figure(run: Run, signoff: Mapping[str, Any] | None, soak: registry.SoakType) -> Any:
     from soaklib.report import plots
 
     observed = (signoff or {}).get("observed") or soak.observe(run, analyze(run))
@@ -251,7 +251,7 @@ def _convergence_figure(run: Run, signoff: dict[str, Any] | None, soak: registry
                                     label=(conv or {}).get("metric", "metric"))
 
 
-def _loop_figure(run: Run, signoff: dict[str, Any] | None, soak: registry.SoakType) -> Any:
+def _loop_figure(run: Run, signoff: Mapping[str, Any] | None, soak: registry.SoakType) -> Any:
     from soaklib.report import plots
     from soaklib.store import read_table
 
@@ -263,24 +263,26 @@ _OWN_FIGURES = {"queue": _queue_figure, "convergence": _convergence_figure, "loo
 
 
 def write_signoff(
-    run_dir: str | os.PathLike[str] | Run, *, figures: bool = True, signoff: dict[str, Any] | None = None
+    run_dir: str | os.PathLike[str] | Run, *, figures: bool = True, signoff: Mapping[str, Any] | None = None
 ) -> dict[str, Path]:
     """Compute the signoff of a run and write ``{run_id}.json`` / ``.md`` beside it (+ PNGs).
 
     Pass the loaded ``Run`` (and a signoff already built from it) to skip loading and
     analysing a large run twice, as the notebook does."""
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
-    signoff = dict(signoff) if signoff is not None else build_signoff(run)
-    signoff["figures"] = dict(signoff.get("figures") or {})
+    signoff = build_signoff(run) if signoff is None else \
+        signoff if isinstance(signoff, Signoff) else Signoff.from_json(signoff)
     json_path, md_path = signoff_paths(run.path)
     paths: dict[str, Path] = {}
     if figures:
         from soaklib.report.plots import save_figure
 
+        written = dict(signoff.figures)
         for name, fig in soak_figures(run, signoff).items():
             png = save_figure(fig, run.path / "figures" / f"{name}.png")
-            signoff["figures"][name] = os.path.relpath(png, json_path.parent)
+            written[name] = os.path.relpath(png, json_path.parent)
             paths[f"{name}_png"] = png
-    paths["json"] = atomic_write_json(json_path, signoff)
+        signoff = replace(signoff, figures=written)
+    paths["json"] = atomic_write_json(json_path, signoff.to_json())
     paths["md"] = atomic_write_text(md_path, to_markdown(signoff))
     return paths
