@@ -51,7 +51,7 @@ class _Artifact(Mapping[str, Any]):
             raise ParameterError(f"not a {cls.__name__}: the keys {', '.join(missing)} are missing",
                                  key=cls.__name__, value=missing)
         known = {k: v for k, v in data.items() if k in names}
-        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+        return cls(**{**known, "extra": {k: v for k, v in data.items() if k not in names}})
 
     def __getitem__(self, key: str) -> Any:
         if key != "extra" and key in _field_names(type(self)):

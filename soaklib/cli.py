@@ -53,7 +53,7 @@ def _help(cls_name: str, name: str, choices: tuple[str, ...] = ()) -> str:
 
     cls = getattr(params, cls_name)
     fld = {f.name: f for f in dataclasses.fields(cls)}[name]
-    default = fld.default if fld.default is not dataclasses.MISSING else fld.default_factory()  # type: ignore[misc]
+    default = fld.default if fld.default_factory is dataclasses.MISSING else fld.default_factory()
     if isinstance(default, list):
         default = ",".join(map(str, default))
     shown = "" if default in (None, False, "") else f" [{default}]"
@@ -109,7 +109,7 @@ def multi_provider(params_file: str | None, no_progress: bool, executor: str, **
         click.echo(f"  JSON: {paths['json']}")
         click.echo(f"  Markdown: {paths['md']}")
         click.echo(f"  Jobs: {result.run_dir / 'jobs.parquet'}")
-        return result.exit_code
+        return int(result.exit_code)
 
     _run(go)
 
@@ -125,7 +125,7 @@ def _verdict_code(signoff_json: Path) -> int:
     return EXIT_PASS if json.loads(signoff_json.read_text(encoding="utf-8"))["verdict"] == "PASS" else EXIT_FAIL
 
 
-class _SoakType(click.ParamType):
+class _SoakType(click.ParamType):  # type: ignore[type-arg]  # generic in the stubs only
     """A registered soak letter (asked of the soak registry when the command runs)."""
 
     name = "soak"

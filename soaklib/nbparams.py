@@ -75,9 +75,9 @@ def _type_name(hint: Any, default: Any) -> str:
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def parameters_cell(*classes: type) -> str:
@@ -88,6 +88,7 @@ def parameters_cell(*classes: type) -> str:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             value = _default(f)
-            literal = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            literal = dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) \
+                else value
             lines[f.name] = f"{f.name}: {_type_name(hints[f.name], value)} = {literal!r}  # {f.metadata['help']}"
     return "\n".join(lines.values())

@@ -66,20 +66,21 @@ def lane_table(tmp: Path) -> dict[str, tuple[list[str], str, Any]]:
 
 
 def test_every_lane_flag_reaches_run_lane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import soaklib.dispatch.rounds as rounds
+    import soaklib.fleet.lanes as lanes
 
-    monkeypatch.setattr(rounds, "run_lane", capture)
+    monkeypatch.setattr(lanes, "run_lane_on", capture)
     table = lane_table(tmp_path)
-    assert options("multi-provider") - {"--params", "--no-progress"} == set(table)
+    assert options("multi-provider") - {"--params", "--no-progress", "--executor"} == set(table)
     for flag, (values, field, expected) in table.items():
-        params = invoke("multi-provider", flag, *values).args_[0]
+        executor, params = invoke("multi-provider", flag, *values).args_
         assert getattr(params, field) == expected, flag
+        assert executor == "local"
     params_file = tmp_path / "lane.yaml"
     params_file.write_text("rounds: 5\nparallel: 2\n")
-    params = invoke("multi-provider", "--params", str(params_file), "--parallel", "3").args_[0]
+    params = invoke("multi-provider", "--params", str(params_file), "--parallel", "3").args_[1]
     assert (params.rounds, params.parallel) == (5, 3)  # the file, then the flags over it
-    captured = invoke("multi-provider", "--no-progress")
-    assert captured.kwargs["progress"] is False
+    captured = invoke("multi-provider", "--no-progress", "--executor", "dask://127.0.0.1:8786")
+    assert captured.kwargs["progress"] is False and captured.args_[0] == "dask://127.0.0.1:8786"
 
 
 def test_every_soak_flag_reaches_run_soak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

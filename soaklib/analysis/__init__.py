@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from soaklib.analysis.convergence import convergence_trend
 from soaklib.analysis.criteria import DEFAULT_CRITERIA, Criterion, criteria_table, evaluate, verdict
+from soaklib.analysis.units import MIB
 from soaklib.analysis.growth import (
-    MIB,
     SlopeResult,
     bin_series,
     disk_growth,

@@ -4,7 +4,7 @@ The console and the Markdown evidence use these same functions, so both say the 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 CLIENT_STATUSES = frozenset({"interrupted", "start_failed", "wait_timeout", "executor_exception", "runner_error", "pending"})
 
@@ -44,7 +44,7 @@ def retry_text(rs: dict[str, Any] | None) -> str:
     return "; ".join(bits)
 
 
-def clean_text(evidence: dict[str, Any]) -> str:
+def clean_text(evidence: Mapping[str, Any]) -> str:
     """``Yes``, ``Yes (after 2 retries on 2 jobs …)`` or ``No``: a clean result that needed retries says so."""
     if not evidence["all_clean"]:
         return "No"
@@ -52,7 +52,7 @@ def clean_text(evidence: dict[str, Any]) -> str:
     return f"Yes (after {note})" if note else "Yes"
 
 
-def runner_text(evidence: dict[str, Any]) -> str:
+def runner_text(evidence: Mapping[str, Any]) -> str:
     """What answered the calls: ``dx-runner simulator, scenario flaky (…)`` or the runner's path and version."""
     prov = evidence.get("provenance")
     if prov and prov.get("description"):

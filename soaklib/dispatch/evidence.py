@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from soaklib.analysis.criteria import Criterion, evaluate
+from soaklib.analysis.criteria import Criterion, CriterionRow, evaluate
 from soaklib.artifacts import EVIDENCE_SCHEMA_VERSION, LaneEvidence
 from soaklib.analysis.latency import percentiles
 from soaklib.dispatch.dx_runner import DxRunner, PreflightResult
@@ -177,7 +177,7 @@ _EXPLAIN = {
 
 def gate_criteria(
     params: MultiProviderParams, preflight: list[PreflightResult], rounds: list[RoundResult], interrupted: bool
-) -> list[dict[str, Any]]:
+) -> list[CriterionRow]:
     """The gate as criteria rows (``soaklib.analysis.criteria``): PASS, FAIL, or SKIP for a rule
     that cannot be judged because no job ran (the preflight or rounds rule carries the failure)."""
     jobs = [o for rr in rounds for o in rr.outcomes]
@@ -211,7 +211,7 @@ def gate_criteria(
     return rows
 
 
-def gate_from_criteria(criteria: list[dict[str, Any]], failed_providers: list[str], any_job: bool) -> dict[str, Any]:
+def gate_from_criteria(criteria: list[CriterionRow], failed_providers: list[str], any_job: bool) -> dict[str, Any]:
     """The established ``gate`` (rules with observed, expected, passed, explanation) plus each
     rule's ``status`` (PASS / FAIL / SKIP; a SKIP rule has ``passed`` true: it did not fail, and
     the gate passes only when some job ran)."""

@@ -302,4 +302,5 @@ def write_combined(run_dirs: Mapping[str, Any] | Sequence[Any], output_dir: str 
 
 def load_combined(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A combined signoff JSON back as a dict."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data

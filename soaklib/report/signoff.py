@@ -17,9 +17,9 @@ from typing import Any, Mapping
 import pandas as pd
 
 from soaklib.analysis import evaluate, verdict
-from soaklib.analysis.units import bound_text, format_duration
+from soaklib.analysis.criteria import CriterionRow
+from soaklib.analysis.units import MIB, bound_text, format_duration
 from soaklib.soak.observers import (
-    MIB,
     alive_samples,
     analyze,
     criterion_notes,
@@ -81,7 +81,7 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
     return notes
 
 
-def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed: dict[str, Any]) -> list[CriterionRow]:
     rows = evaluate(run_criteria(run, soak), observed, duration_h=a["duration_h"] or None,
                     overrides=run_params(run).get("criteria") or None, intervals=memory_intervals(a))
     metric_notes = criterion_notes(run, obs, observed)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from soaklib.analysis import DEFAULT_CRITERIA, Criterion
+from soaklib.analysis.criteria import CriterionRow
 from soaklib.analysis.growth import disk_growth, fd_stability, growth_slope, memory_growth
 from soaklib.analysis.units import MIB, format_duration
 from soaklib.redact import redact
@@ -306,10 +307,10 @@ def observe_c(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
             added = float(s["draws"].dropna().iloc[-1] - s["draws"].dropna().iloc[0])
             out["draws_ingested_delta"] = abs(added - float(last["draws_injected"]))
     if probe is not None:
-        d = loop[["cycles", probe]].dropna()
-        d = d[d["cycles"] >= 1].groupby("cycles", sort=True)[probe].last()
+        rows = loop[["cycles", probe]].dropna()
+        per_cycle = rows[rows["cycles"] >= 1].groupby("cycles", sort=True)[probe].last()
         target = 1.0 if probe == "probe_hit_rate" else None
-        x, y = d.index.to_numpy(dtype=float), d.to_numpy(dtype=float)
+        x, y = per_cycle.index.to_numpy(dtype=float), per_cycle.to_numpy(dtype=float)
         conv = convergence_trend(x, y, target=target)
         slope = _num(conv["slope"])
         out["convergence"] = conv | {"metric": probe.removeprefix("probe_"), "x": "cycle",
@@ -407,10 +408,10 @@ def target_start(run: Run, obs: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def target_started_row(reason: str, tail: list[str]) -> dict[str, Any]:
+def target_started_row(reason: str, tail: list[str]) -> CriterionRow:
     """The one criteria row of a soak whose target did not start: FAIL, the reason, the log's last line."""
     last = f"; last log line: {tail[-1]}" if tail else "; target.log is empty"
-    return {"metric": "target_started", "label": "The target started and ran for at least one sampling interval",
-            "observed": False, "unit": "bool", "pass_bound": True, "fail_bound": True, "status": "FAIL",
-            "note": reason + last, "triage": TARGET_STARTED_TRIAGE, "direction": "eq"}
+    return CriterionRow(metric="target_started", label="The target started and ran for at least one sampling interval",
+                        observed=False, unit="bool", pass_bound=True, fail_bound=True, status="FAIL",
+                        note=reason + last, triage=TARGET_STARTED_TRIAGE, direction="eq")
 
