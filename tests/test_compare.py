@@ -38,10 +38,11 @@ def soaks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lanes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two demo lanes (2 rounds × 6 jobs, scenario clean) and one on a 3× slower simulator."""
+    """Two demo lanes (2 rounds × 6 jobs, scenario clean) and one round on a 3× slower simulator,
+    one after the other (run side by side, they would slow each other's jobs down)."""
     out = tmp_path_factory.mktemp("lanes")
-    for run_id, scale in (("lane-1", "0.3"), ("lane-2", "0.3"), ("lane-slow", "0.9")):
-        p = cli("multi-provider", "--dry-run", "--rounds", "2", "--parallel", "6", "--run-id", run_id,
+    for run_id, scale, rounds in (("lane-1", "0.3", "2"), ("lane-2", "0.3", "2"), ("lane-slow", "0.9", "1")):
+        p = cli("multi-provider", "--dry-run", "--rounds", rounds, "--parallel", "6", "--run-id", run_id,
                 "--output-dir", str(out), "--no-progress", env={"DX_SIM_LATENCY_SCALE": scale})
         assert p.returncode == 0, p.stdout + p.stderr
     return out
