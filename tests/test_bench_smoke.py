@@ -17,6 +17,7 @@ SCRIPTS = {
     "analysis_scale.py": "library total s",
     "store_throughput.py": "bytes per sample on disk",
     "report_scale.py": "explore redraw after a zoom",
+    "fleet_scale.py": "added by Dask: client ms/job",
 }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
+from soaklib.errors import ParameterError
 from soaklib.fleet.cluster import ExecutorSpec, WorkerInfo, connect, submit_pinned
 from soaklib.fleet.cluster import workers as list_workers
 from soaklib.params import MultiProviderParams, canonical_models
@@ -32,6 +33,9 @@ from soaklib.store import atomic_write_text, utc_now
 
 #: the runner's own per-provider caps (dx-runner v2 defaults), held across the cluster
 DEFAULT_CAPS = {"opencode": 2, "cc-glm": 2, "gemini": 1}
+#: "cluster": a distributed semaphore per provider, shared by every lane on the scheduler;
+#: "lane": this client's own semaphores (the lane's jobs all pass through it: no round trip)
+CAPS_SCOPES = ("cluster", "lane")
 ALIVE_EVERY_S = 1.0  # how often a waiting job asks whether its worker is still there
 DEADLINE_MARGIN_S = 60.0  # beyond the job's timeout: start (preflight), report, the transfer
 
@@ -75,6 +79,20 @@ def _worker_runner(cfg: LaneConfig) -> JobRunner:
         return _RUNNERS[cfg.run_id][0]
 
 
+class _LocalLeases:
+    """A provider's cap held by this client alone (``acquire(timeout="1s")`` as a distributed
+    semaphore's)."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = threading.BoundedSemaphore(n)
+
+    def acquire(self, timeout: str = "1s") -> bool:
+        return self._sem.acquire(timeout=float(timeout.removesuffix("s")))
+
+    def release(self) -> None:
+        self._sem.release()
+
+
 def _watch_stop(name: str, cancel: threading.Event) -> None:
     from distributed import Event
 
@@ -109,15 +127,19 @@ class DaskJobExecutor(Executor):
     runs any other callable in this process's pool)."""
 
     def __init__(self, client: Any, params: MultiProviderParams, run_id: str, parallel: int,
-                 caps: dict[str, int] | None = None) -> None:
+                 caps: dict[str, int] | None = None, caps_scope: str = "cluster") -> None:
         from distributed import Event, Semaphore
 
         self.client, self.params, self.run_id = client, params, run_id
         self.cfg = LaneConfig(params, run_id, canonical_models(), f"soaklib-lane-stop-{run_id}")
         self.stop = Event(self.cfg.stop_name, client=client)
         self.caps = {p: (caps or DEFAULT_CAPS).get(p, parallel) for p in params.providers}
-        self.sems = {p: Semaphore(max_leases=n, name=f"soaklib-cap-{p}", scheduler_rpc=client.scheduler,
-                                  loop=client.loop) for p, n in self.caps.items()}
+        if caps_scope not in CAPS_SCOPES:
+            raise ParameterError(f"caps_scope = {caps_scope!r}: expected one of {', '.join(CAPS_SCOPES)}",
+                                 key="caps_scope", value=caps_scope)
+        self.sems: dict[str, Any] = {
+            p: Semaphore(max_leases=n, name=f"soaklib-cap-{p}", scheduler_rpc=client.scheduler, loop=client.loop)
+            if caps_scope == "cluster" else _LocalLeases(n) for p, n in self.caps.items()}
         self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="lane-dask")
         self.load: dict[str, int] = {}
         self.lock = threading.Lock()
