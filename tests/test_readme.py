@@ -56,7 +56,7 @@ EXPECTATIONS = [
                                 "outputs/multi-provider-soak/demo-*.html")),
     Expect(r"soak watcher a --params parameters/soak_a_demo.yaml$", 0,
            ("outputs/watcher-soak/soak-a-*.json", "outputs/watcher-soak/soak-a-*.md",
-            "outputs/watcher-soak/soak-a-*/samples/part-*.parquet")),
+            "outputs/watcher-soak/soak-a-*/samples/host=*/part-*.parquet")),
     Expect(r"soak watcher b --params parameters/soak_b_demo.yaml$", 0,
            ("outputs/watcher-soak/soak-b-*.json", "outputs/watcher-soak/soak-b-*.md")),
     Expect(r"soak watcher c --params parameters/soak_c_demo.yaml$", 0,
