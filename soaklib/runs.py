@@ -91,13 +91,16 @@ def final_attempts(attempts: pd.DataFrame) -> pd.DataFrame:
 def read_events(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """A run's events: ``events.parquet`` (one host, the first layout) and the parts of every
     ``events/host=NAME/`` partition (a fleet), with the partition's host in a ``host`` column."""
-    p = Path(run_dir)
+    return _scan_events(Path(run_dir))[0]
+
+
+def _scan_events(p: Path) -> tuple[pd.DataFrame, list[BadPart]]:
     first = read_table(p / "events.parquet")
-    fleet = scan_dataset(p / "events").frame if (p / "events").is_dir() else pd.DataFrame()
+    scan = scan_dataset(p / "events") if (p / "events").is_dir() else None
+    fleet = scan.frame if scan is not None else pd.DataFrame()
     frames = [f for f in (first, fleet) if not f.empty]
-    if len(frames) == 2:
-        return pd.concat(frames, ignore_index=True)
-    return frames[0] if frames else pd.DataFrame()
+    events = pd.concat(frames, ignore_index=True) if len(frames) == 2 else frames[0] if frames else pd.DataFrame()
+    return events, (scan.bad if scan is not None else [])
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -121,13 +124,14 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     signoff_json, _ = signoff_paths(p)
     signoff = json.loads(signoff_json.read_text(encoding="utf-8")) if signoff_json.exists() else None
     scan = scan_dataset(p / "samples")
+    events, bad_events = _scan_events(p)
     return Run(
         path=p,
         run_id=manifest.get("run_id", p.name),
         manifest=manifest,
         samples=scan.frame,
-        events=read_events(p),
+        events=events,
         attempts=read_table(p / "jobs.parquet"),
         signoff=signoff,
-        bad_parts=scan.bad,
+        bad_parts=[*scan.bad, *bad_events],
     )

@@ -63,6 +63,10 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
     if not complete:
         notes.append("incomplete run: the harness did not finish it; samples up to the last flush are analysed "
                      "and an incomplete run cannot pass")
+    for bad in run.bad_parts:
+        lost = f"its {bad.rows} samples are" if bad.rows is not None else "its samples are"
+        notes.append(f"part file {os.path.relpath(bad.path, run.path)} could not be read ({bad.error}): "
+                     f"{lost} not analysed")
     if obs.get("interrupted"):
         notes.append("interrupted (Ctrl-C / SIGTERM): samples flushed, target stopped")
     if obs.get("error"):
