@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ def resolve(path: str | os.PathLike[str] | Run, *, like: Run | None = None) -> R
 # --------------------------------------------------------------------------- soaks
 
 
-def _triple(m: dict[str, Any] | None, key: str = "slope_mb_per_h") -> tuple[float, float, float]:
+def _triple(m: Mapping[str, Any] | None, key: str = "slope_mb_per_h") -> tuple[float, float, float]:
     stem = key.removesuffix("_mb_per_h")
     if not m:
         return (float("nan"),) * 3
@@ -152,7 +152,7 @@ def _triple(m: dict[str, Any] | None, key: str = "slope_mb_per_h") -> tuple[floa
     return tuple(float("nan") if v is None else float(v) for v in vals)  # type: ignore[return-value]
 
 
-def _soak_diffs(a_b: dict[str, Any], a_n: dict[str, Any], conf: float) -> list[Difference]:
+def _soak_diffs(a_b: Mapping[str, Any], a_n: Mapping[str, Any], conf: float) -> list[Difference]:
     out = []
     for metric, key in SLOPES:
         mb = a_b.get(key) if key else (a_b.get("tree_rss") or a_b.get("rss"))
@@ -174,7 +174,7 @@ def _soak_diffs(a_b: dict[str, Any], a_n: dict[str, Any], conf: float) -> list[D
     return out
 
 
-def _status_changes(rows_b: Sequence[dict[str, Any]], rows_n: Sequence[dict[str, Any]]) -> list[StatusChange]:
+def _status_changes(rows_b: Sequence[Mapping[str, Any]], rows_n: Sequence[Mapping[str, Any]]) -> list[StatusChange]:
     b = {r["metric"]: r for r in rows_b}
     n = {r["metric"]: r for r in rows_n}
     out = []
@@ -226,12 +226,12 @@ def _grouped(d: Difference, group: str) -> Difference:
     return dataclasses.replace(d, group=group)
 
 
-def _ref(run: Run, signoff: dict[str, Any] | None) -> RunRef:
+def _ref(run: Run, signoff: Mapping[str, Any] | None) -> RunRef:
     return RunRef(run.run_id, str(run.path), run.kind, _verdict(run, signoff))
 
 
-def _verdict(run: Run, signoff: dict[str, Any] | None) -> str | None:
-    s = signoff if signoff is not None else (run.signoff or {})
+def _verdict(run: Run, signoff: Mapping[str, Any] | None) -> str | None:
+    s: Mapping[str, Any] = signoff if signoff is not None else (run.signoff or {})
     if "verdict" in s:
         return str(s["verdict"])
     if "passed" in s:
@@ -277,6 +277,8 @@ def compare(
         raise ParameterError(f"--fail-on {','.join(unknown)}: unknown metric; known are {sorted(known)}",
                              key="fail_on", value=",".join(unknown))
     notes: list[str] = []
+    sb: Mapping[str, Any]
+    sn: Mapping[str, Any]
     if kn == "soak":
         from soaklib.report.signoff import build_signoff
 

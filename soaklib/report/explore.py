@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from soaklib.analysis import evaluate, memory_growth, verdict
+from soaklib.analysis.criteria import CriterionRow
 from soaklib.errors import ParameterError, SoakError
 from soaklib.report.explore_series import (
     EVENT_COLORS,
@@ -57,7 +58,7 @@ class View:
     low_mb_per_h: float | None
     high_mb_per_h: float | None
     n_samples: int
-    rows: list[dict[str, Any]]
+    rows: list[CriterionRow]
     verdict: str  # of the memory rows: PASS / FAIL (WARN rows do not fail), as the signoff decides
 
     def status(self, metric: str = "memory_slope_mb_per_h") -> str | None:
