@@ -18,7 +18,7 @@ The public API (everything a notebook or an analyst needs; the rest is internal)
   ``latency_figure``; ``find_runs``, ``side_by_side_html``, ``failing_frame`` (the combined
   signoff); ``gate_error(artifact)``: the ``GateFailed`` a failing verdict raises.
 - Errors: ``SoakError`` and its children ``ParameterError``, ``PreflightError``,
-  ``RunnerError``, ``TargetError``, ``ProtocolError``, ``GateFailed``.
+  ``TargetError``, ``ProtocolError``, ``GateFailed``.
 
 The names are imported lazily, so that the embedded simulators (``python -m soaklib.sim...``),
 which run as many short-lived processes, do not pay for importing pandas and pyarrow.
@@ -62,7 +62,6 @@ _EXPORTS: dict[str, str] = {
     "SoakError": "soaklib.errors",
     "ParameterError": "soaklib.errors",
     "PreflightError": "soaklib.errors",
-    "RunnerError": "soaklib.errors",
     "TargetError": "soaklib.errors",
     "ProtocolError": "soaklib.errors",
     "GateFailed": "soaklib.errors",

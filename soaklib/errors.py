@@ -69,7 +69,8 @@ class ParameterError(SoakError, ValueError):
 
 
 class PreflightError(SoakError):
-    """A provider's preflight failed before any job ran (exit 21)."""
+    """A provider's preflight failed before any job ran (exit 21); the lane still writes its
+    evidence, and ``gate_error`` of that evidence is this error (the notebook raises it)."""
 
     exit_code = EXIT_PREFLIGHT
     _fields = ("providers", "run_dir")
@@ -77,21 +78,6 @@ class PreflightError(SoakError):
     def __init__(self, message: str, *, providers: tuple[str, ...] = (), run_dir: str | None = None) -> None:
         super().__init__(message, run_dir=run_dir)
         self.providers = tuple(providers)
-
-
-class RunnerError(SoakError):
-    """The dx-runner command surface failed or answered something unparseable (exit 1)."""
-
-    exit_code = EXIT_FAIL
-    _fields = ("provider", "command", "returncode", "stderr_tail", "run_dir")
-
-    def __init__(self, message: str, *, provider: str | None = None, command: str | None = None,
-                 returncode: int | None = None, stderr_tail: str | None = None, run_dir: str | None = None) -> None:
-        super().__init__(message, run_dir=run_dir)
-        self.provider = provider
-        self.command = command
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
 
 
 class TargetError(SoakError):

@@ -1,21 +1,22 @@
 """The gate at the end of a notebook: the error that makes papermill exit non-zero.
 
 One function for the three artifacts a notebook signs: a lane's evidence (the gate's
-failing rules), a soak's signoff (its FAIL rows) and the combined signoff (not
-production-ready: the failing rows, else why it is not signed off). It returns the
-:class:`~soaklib.errors.GateFailed` to raise, or None when the artifact passes.
+failing rules, or the providers whose preflight failed), a soak's signoff (its FAIL rows)
+and the combined signoff (not production-ready: the failing rows, else why it is not
+signed off). It returns the error to raise, or None when the artifact passes.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from soaklib.errors import GateFailed
+from soaklib.errors import GateFailed, PreflightError, SoakError
 
 COMBINED_KIND = "watcher-soak-signoff"
 
 
-def gate_error(artifact: Mapping[str, Any]) -> GateFailed | None:
-    """The ``GateFailed`` that the artifact's verdict calls for (None when it passes)."""
+def gate_error(artifact: Mapping[str, Any]) -> SoakError | None:
+    """The error that the artifact's verdict calls for (None when it passes): ``GateFailed``
+    (exit 1), or ``PreflightError`` (exit 21) for a lane whose preflight failed."""
     if artifact.get("kind") == COMBINED_KIND:
         if artifact.get("production_ready"):
             return None
@@ -25,6 +26,11 @@ def gate_error(artifact: Mapping[str, Any]) -> GateFailed | None:
     if "gate" in artifact and "passed" in artifact:  # a lane's evidence
         if artifact["passed"]:
             return None
+        failed = list((artifact.get("preflight") or {}).get("failed_providers") or [])
+        if failed:
+            return PreflightError(f"preflight failed for run {artifact['run_id']} on {', '.join(failed)}: no job ran; "
+                                  "fix the providers' auth and runtimes (see the preflight table)",
+                                  providers=tuple(failed))
         failing = [r["rule"] for r in (artifact["gate"] or {}).get("rules") or [] if not r["passed"]]
         return GateFailed(f"gate failed for run {artifact['run_id']}: {', '.join(failing)} (see the tables above)",
                           run_id=artifact["run_id"], failing=tuple(failing))
