@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,15 @@ def test_export_refuses_what_is_not_a_notebook(tmp_path: Path) -> None:
         export_html(tmp_path / "x.json")
     with pytest.raises(ParameterError, match="does not exist"):
         report(tmp_path / "no-such-run")
+
+
+def test_a_lane_without_an_executed_notebook_gets_one(demo: tuple[str, Path], tmp_path: Path) -> None:
+    _, out = demo
+    shutil.copytree(out / "demo-html", tmp_path / "demo-html")
+    shutil.copy2(out / "demo-html.json", tmp_path / "demo-html.json")
+    paths = report(tmp_path / "demo-html")
+    assert paths == {"ipynb": tmp_path / "demo-html.ipynb", "html": tmp_path / "demo-html.html"}
+    html = paths["html"].read_text()
+    assert_self_contained(html)
+    assert "demo-html" in html and "data:image/png;base64," in html
+    assert json.loads((tmp_path / "demo-html.json").read_text()) == json.loads((out / "demo-html.json").read_text())
