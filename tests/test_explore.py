@@ -165,3 +165,23 @@ def test_a_run_without_samples_is_refused(tmp_path: Path) -> None:
     start_manifest(tmp_path / "empty", "empty", "watcher-a", soak="a", parameters={}, environment={})
     with pytest.raises(ParameterError, match="no samples"):
         explore(tmp_path / "empty")
+
+
+def test_a_lane_shows_job_latency_per_provider_and_failed_jobs_as_events(tmp_path: Path) -> None:
+    import pandas as pd
+
+    n = 12
+    start = pd.Timestamp("2026-12-01T10:00:00Z") + pd.to_timedelta(np.arange(n) * 2.0, unit="s")
+    jobs = pd.DataFrame({"run_id": "lane", "round_num": 1 + np.arange(n) // 6, "job_index": np.arange(n) % 6,
+                         "attempt": 1, "provider": np.where(np.arange(n) % 2, "gemini", "opencode"),
+                         "success": np.arange(n) != 5, "reason_code": np.where(np.arange(n) == 5, "auth_error", None),
+                         "beads_id": [f"lane-{i}" for i in range(n)], "latency_ms": 1000.0 + 10 * np.arange(n),
+                         "started_at": start})
+    write_table(tmp_path / "lane" / "jobs.parquet", jobs)
+    e = explore(tmp_path / "lane")
+    assert [a.text for a in e.figure.layout.annotations] == ["Job latency, successful jobs (s)"]
+    gemini = next(t for t in e.figure.data if t.name == "gemini")
+    assert len(gemini.x) == 5 and gemini.y[0] == pytest.approx(1.01)  # job 5 (gemini) failed: not a latency
+    events = next(t for t in e.figure.data if t.name == "events")
+    assert list(events.hovertext) == ["auth_error — lane-5"] and events.x[0] == 10.0
+    assert e.views == [] and e.set_window(0.0, 10.0) == []  # no memory to judge in a lane

@@ -102,6 +102,8 @@ def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float) ->
 def _default_warmup(data: RunData) -> float:
     from soaklib.soak.observers import warmup_for
 
+    if data.lane:
+        return 0.0
     span = float(data.t_s[-1]) if data.t_s.size else 0.0
     return float(warmup_for(data.run, span))
 
@@ -114,8 +116,8 @@ class Explorer:
             raise ParameterError("explore: no run given", key="run_or_runs")
         self.data = [run_data(r, self._name(r, i, runs)) for i, r in enumerate(runs)]
         if all(d.t_s.size == 0 for d in self.data):
-            raise ParameterError(f"explore: {', '.join(d.name for d in self.data)} has no samples to draw "
-                                 "(explore shows soak and monitor runs)", key="run_or_runs")
+            raise ParameterError(f"explore: {', '.join(d.name for d in self.data)} has no samples or jobs to draw "
+                                 "(explore shows soak, monitor and multi-provider runs)", key="run_or_runs")
         self.max_points = max_points
         self.panels = panels_with_data(self.data)
         self.span_s = max(float(d.t_s[-1]) for d in self.data if d.t_s.size)
@@ -151,7 +153,8 @@ class Explorer:
                     if ser.column not in d.values:
                         continue
                     x, y = downsample(d.t_s, d.values[ser.column], self.max_points)
-                    fig.add_trace(go.Scatter(x=x / self.unit_s, y=y * ser.scale, mode="lines",
+                    fig.add_trace(go.Scatter(x=x / self.unit_s, y=y * ser.scale, mode="lines+markers" if d.lane
+                                             else "lines",
                                              name=f"{ser.label} · {d.name}" if len(self.data) > 1 else ser.label,
                                              legendgroup=d.name, line={"color": COLORS[ri % len(COLORS)],
                                                                        "dash": DASHES[si % len(DASHES)], "width": 1.3}),
@@ -195,6 +198,8 @@ class Explorer:
         """The primary run's Theil–Sen fit over the analysed window (tree RSS, else RSS), in MiB."""
         v = self.views[0] if self.views else None
         d = self.data[0]
+        if d.lane:
+            return [], []
         col = "tree_rss_bytes" if "tree_rss_bytes" in d.values else "rss_bytes"
         if v is None or v.slope_mb_per_h is None or col not in d.values:
             return [], []
@@ -229,7 +234,7 @@ class Explorer:
 
     def _recompute(self) -> list[View]:
         t_lo, t_hi = self.window_s
-        self.views = [memory_view(d, self.warmup_s, t_lo, t_hi) for d in self.data if d.t_s.size]
+        self.views = [memory_view(d, self.warmup_s, t_lo, t_hi) for d in self.data if d.t_s.size and not d.lane]
         self._redraw_overlays()
         if getattr(self, "widget", None) is not None:
             self._syncing = True  # the sliders follow a call made from Python, without calling back

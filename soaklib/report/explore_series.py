@@ -72,11 +72,37 @@ class RunData:
     t_s: np.ndarray
     values: dict[str, np.ndarray] = field(default_factory=dict)  # column → values (NaN where unread)
     events: pd.DataFrame = field(default_factory=pd.DataFrame)  # t_s (aligned), kind, message
+    lane: bool = False  # a multi-provider run: job latency per provider, failed jobs as events
+
+
+LANE_PREFIX = "latency_ms:"  # a lane's series: successful jobs' latency of one provider
+
+
+def lane_data(run: Run, name: str | None = None) -> RunData:
+    """A multi-provider run as series: each provider's successful jobs' latency at their start time."""
+    jobs = run.jobs
+    if jobs.empty or not {"provider", "latency_ms", "started_at"} <= set(jobs.columns):
+        return RunData(name or run.run_id, run, 0.0, np.empty(0), lane=True)
+    start = pd.to_datetime(jobs["started_at"], utc=True)
+    jobs = jobs.assign(t_s=(start - start.min()).dt.total_seconds()).sort_values("t_s", kind="stable")
+    ok = jobs["success"].fillna(False).astype(bool) if "success" in jobs else pd.Series(True, index=jobs.index)
+    latency = pd.to_numeric(jobs["latency_ms"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    values = {f"{LANE_PREFIX}{p}": np.where((jobs["provider"] == p).to_numpy() & ok.to_numpy(), latency, np.nan)
+              for p in sorted(jobs["provider"].dropna().unique())}
+    failed = jobs[~ok]
+    events = pd.DataFrame({"t_s": failed["t_s"].astype(float),
+                           "kind": failed.get("reason_code", pd.Series("failed", index=failed.index)).fillna("failed"),
+                           "message": failed.get("beads_id", pd.Series("", index=failed.index)).astype(str)})
+    return RunData(name or run.run_id, run, 0.0, jobs["t_s"].to_numpy(dtype=float), values,
+                   events.reset_index(drop=True), lane=True)
 
 
 def run_data(run: Run, name: str | None = None) -> RunData:
-    """The drawable columns of ``run.samples`` (sorted by time) and its events, aligned to start at 0."""
+    """The drawable columns of ``run.samples`` (sorted by time) and its events, aligned to start at 0;
+    a multi-provider run's jobs (:func:`lane_data`)."""
     s = run.samples
+    if run.kind == "multi-provider" and (s.empty or "t_s" not in s):
+        return lane_data(run, name)
     if s.empty or "t_s" not in s:
         return RunData(name or run.run_id, run, 0.0, np.empty(0))
     s = s.sort_values("t_s", kind="stable")
@@ -97,8 +123,11 @@ def run_data(run: Run, name: str | None = None) -> RunData:
 
 
 def panels_with_data(runs: list[RunData]) -> list[Panel]:
-    """The panels that at least one run has a series for."""
-    return [p for p in PANELS if any(ser.column in r.values for r in runs for ser in p.series)]
+    """The panels that at least one run has a series for (a lane's job latency first)."""
+    providers = sorted({c.removeprefix(LANE_PREFIX) for r in runs for c in r.values if c.startswith(LANE_PREFIX)})
+    lane = [Panel("jobs", "Job latency, successful jobs", "s",
+                  tuple(Series(f"{LANE_PREFIX}{p}", p, 1 / 1000) for p in providers))] if providers else []
+    return lane + [p for p in PANELS if any(ser.column in r.values for r in runs for ser in p.series)]
 
 
 def downsample(t: np.ndarray, v: np.ndarray, n_out: int = MAX_POINTS, *, t_lo: float | None = None,
