@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soaklib.sim.watcher.approvals import Approvals
 from soaklib.sim.watcher.learning import Learner
 from soaklib.sim.watcher.protocol import (
     PROFILES,
@@ -65,6 +66,7 @@ class Daemon:
         )
         saved = self._load_state()
         self.learner = Learner(self.project_dir, args.search_width_start, saved=saved.get("learning"))
+        self.approvals = Approvals(self.project_dir, self.approved_steps) if args.approvals else None
         self.stop = threading.Event()
         self.state = "RUNNING"
         self.cycles_completed = 0
@@ -169,7 +171,9 @@ class Daemon:
             stalled = args.stall_queue_after_s is not None and self.elapsed_s() >= args.stall_queue_after_s
             if not stalled:
                 self.handler.process_all(run_id, self.stop.is_set)
-            if not self.stop.is_set() and self.learner.take_flag():
+            if self.approvals is not None and not self.stop.is_set():
+                self.approvals.poll()
+            if not args.no_draws and not self.stop.is_set() and self.learner.take_flag():
                 self.autonomous_cycle(run_id)
         except Exception:
             self.errors += 1
@@ -191,6 +195,14 @@ class Daemon:
                 models += 1
         telemetry = self.learner.record(models)
         log.info("autonomous cycle %d done: %d model(s), total %d", self.learner.cycles, models, telemetry["total_models"])
+
+    def approved_steps(self, steps: list[int]) -> None:
+        """An approval of the orchestrator's (``--approvals``): the learning steps on the current history."""
+        ingested = self.learner.ingest()
+        self.handler.work(0.05 * len(steps))
+        telemetry = self.learner.record(1)
+        log.info("pipeline steps %s done: %d new draw(s), hit rate %.2f, total %d model(s)",
+                 steps, ingested, self.learner.hit_rate, telemetry["total_models"])
 
     # ------------------------------------------------------------------ faults
 
@@ -311,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halt-file", help="halt file (default /tmp/agent_halt; plan: DIR/watcher_halt.flag)")
     p.add_argument("--profile", choices=PROFILES, default="watcher-v2", help="protocol profile")
     p.add_argument("--search-width-start", type=int, default=2048, help="seeds searched in the first cycle")
+    p.add_argument("--approvals", action="store_true",
+                   help="poll the orchestrator's pending_approval.json each cycle (WATCHER v2.0)")
+    p.add_argument("--no-draws", action="store_true",
+                   help="leave new_draw.flag to the Chapter 13 orchestrator (no autonomous cycles of its own)")
     f = p.add_argument_group("fault knobs")
     f.add_argument("--leak-mb-per-h", type=float, default=0.0, help="retain memory so RSS grows at this rate (MiB/h)")
     f.add_argument("--fd-leak-per-cycle", type=int, default=0, help="open this many files per cycle and keep them")
