@@ -2,7 +2,7 @@
 
 1. **Fleet analysis.** A fleet run of H hosts × 24 h of samples at 1/30 Hz (2,880 samples a
    host, the full soak sample schema, one compacted part per host in ``samples/host=NAME/``,
-   as finished soaks leave them), 1% of the hosts with a planted memory leak (20 MB/h) and one
+   as finished soaks leave them), 1% of the hosts with a planted memory leak (40 MB/h) and one
    with an FD leak. Timed: ``fleet_verdict`` (DuckDB: per-host time-binned medians in SQL;
    the Theil–Sen / Kendall fits of each host's <= 500 bins; the growth rows), split into the
    DuckDB part and the fits, then the signoff with the leak-curves figure. Median of 3.
@@ -49,7 +49,7 @@ from soaklib.store import start_manifest, utc_now
 
 MIB = 2**20
 STEP_S, HOURS = 30.0, 24.0
-LEAK_MB_PER_H = 20.0
+LEAK_MB_PER_H = 40.0
 
 
 def write_fleet(run_dir: Path, hosts: int, step_s: float = STEP_S, hours: float = HOURS) -> tuple[int, set[str], set[str]]:
