@@ -15,11 +15,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("psutil", "pandas", "pyarrow", "numpy", "scipy", "matplotlib", "papermill", "psrecord")

@@ -31,8 +31,8 @@ from pathlib import Path
 from _common import ROOT, Report, num, parser, table
 
 sys.path.insert(0, str(ROOT))
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import numpy as np
+import pyarrow as pa
 
 MIB = 2**20
 LEAK_MB_PER_H = 0.5  # planted in tree RSS and RSS
@@ -145,7 +145,7 @@ def child(run_dir: str) -> None:
 def run_measured(argv: list[str], timeout_s: float) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) of the process and its children, and stdout."""
     start = time.monotonic()
-    out = tempfile.TemporaryFile()
+    out = tempfile.TemporaryFile()  # noqa: SIM115 (the child writes to it; read and closed below)
     p = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = start + timeout_s
     while True:

@@ -34,11 +34,11 @@ from pathlib import Path
 from _common import ROOT, Report, num, parser, table
 
 sys.path.insert(0, str(ROOT))
-import numpy as np  # noqa: E402
+import numpy as np
 
-from soaklib.dispatch.dx_runner import DxRunner  # noqa: E402
-from soaklib.dispatch.rounds import run_lane  # noqa: E402
-from soaklib.params import MultiProviderParams  # noqa: E402
+from soaklib.dispatch.dx_runner import DxRunner
+from soaklib.dispatch.rounds import run_lane
+from soaklib.params import MultiProviderParams
 
 TICK_S = 0.05
 
@@ -51,7 +51,7 @@ class CallCounter:
         self._lock = threading.Lock()
         self._orig = DxRunner.call
 
-    def __enter__(self) -> "CallCounter":
+    def __enter__(self) -> CallCounter:
         orig, counts, lock = self._orig, self.counts, self._lock
 
         def call(runner: DxRunner, args: list[str], timeout_s: float, **kw):  # type: ignore[no-untyped-def]

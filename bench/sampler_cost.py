@@ -35,14 +35,14 @@ from _common import ROOT, Report, Stat, num, parser, per_call_us, ratio, table
 from _world import Log, Project, World
 
 sys.path.insert(0, str(ROOT))
-from soaklib.params import SamplingParams  # noqa: E402
-from soaklib.observe.gpu import GpuReader  # noqa: E402
-from soaklib.watcher.protocol import PROFILES  # noqa: E402
-from soaklib.observe.health import HealthProbe  # noqa: E402
-from soaklib.observe.sampler import Sampler  # noqa: E402
-from soaklib.observe.sources import LogSource, ProcessSource  # noqa: E402
-from soaklib.proc.tree import ProcessTree  # noqa: E402
-from soaklib.soak.sampling import soak_sources  # noqa: E402
+from soaklib.observe.gpu import GpuReader
+from soaklib.observe.health import HealthProbe
+from soaklib.observe.sampler import Sampler
+from soaklib.observe.sources import LogSource, ProcessSource
+from soaklib.params import SamplingParams
+from soaklib.proc.tree import ProcessTree
+from soaklib.soak.sampling import soak_sources
+from soaklib.watcher.protocol import PROFILES
 
 INTERVAL_S = 30.0  # the default sampling interval, for "share of a core"
 QUIET_LINES = 10  # log lines the daemon writes between two samples (one error among them)

@@ -26,11 +26,11 @@ from _common import ROOT, Report, Stat, num, parser, table
 from analysis_scale import synthetic_samples
 
 sys.path.insert(0, str(ROOT))
-import numpy as np  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
+import numpy as np
+import pyarrow.dataset as ds
 
-from soaklib.soak.sampling import sample_schema  # noqa: E402
-from soaklib.parts import PartWriter, read_parts  # noqa: E402
+from soaklib.parts import PartWriter, read_parts
+from soaklib.soak.sampling import sample_schema
 
 
 def rows_of(n: int) -> list[dict]:

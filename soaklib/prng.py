@@ -9,7 +9,7 @@ steps, so continuing a 5,000-draw history costs the same as starting one.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 LCG_MULTIPLIER = 25214903917
 LCG_INCREMENT = 11

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tests.fake_nvml import GIB, OTHER_PID, TARGET_PID, FakeNvml
 from soaklib.observe.gpu import COLUMNS, GpuReader, gpu_inventory
+from tests.fake_nvml import GIB, OTHER_PID, TARGET_PID, FakeNvml
 
 
 class Clock:

@@ -11,13 +11,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.fake_nvml import FakeNvml
 from soaklib.errors import ParameterError, TargetError
 from soaklib.observe.gpu import GpuReader
 from soaklib.observe.monitor import record
 from soaklib.proc.find import find_matching
 from soaklib.runs import load_run
 from soaklib.store import read_manifest
+from tests.fake_nvml import FakeNvml
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; x = bytearray(8 * 1024 * 1024); time.sleep(30)"]

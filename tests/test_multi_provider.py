@@ -52,14 +52,14 @@ def test_dry_run_is_clean_with_seed_format_and_parquet(tmp_path: Path) -> None:
     code, out, e = soak(tmp_path, "--dry-run", "--run-id", "clean1")
     assert code == 0, out
     assert e["passed"] and e["all_clean"] and e["total_jobs"] == 12 and e["total_passed"] == 12
-    assert SEED_KEYS | ADDED_KEYS <= e.keys()
+    assert e.keys() >= SEED_KEYS | ADDED_KEYS
     for summary in e["provider_summary"].values():
-        assert PROVIDER_KEYS <= summary.keys() and summary["latency_ms_p99"] >= summary["latency_ms_p50"] > 0
+        assert summary.keys() >= PROVIDER_KEYS and summary["latency_ms_p99"] >= summary["latency_ms_p50"] > 0
     assert [r["round_num"] for r in e["rounds"]] == [1, 2]
     for r in e["rounds"]:
-        assert ROUND_KEYS <= r.keys() and r["pass_rate"] == 1.0
+        assert r.keys() >= ROUND_KEYS and r["pass_rate"] == 1.0
     for j in jobs_of(e):
-        assert JOB_KEYS <= j.keys() and SPEC_KEYS <= j["job_spec"].keys()
+        assert j.keys() >= JOB_KEYS and j["job_spec"].keys() >= SPEC_KEYS
         assert j["job_spec"]["beads_id"] == f"clean1-r{j['job_spec']['round_num']}-{j['job_spec']['provider']}-{j['job_spec']['job_index']}"
         assert j["job_spec"]["worktree"] == "/tmp/agents/clean1/repo"
     prompts = {j["job_spec"]["job_index"]: j["job_spec"]["prompt_id"] for j in jobs_of(e)}

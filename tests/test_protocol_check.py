@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from soaklib.errors import ProtocolError
-from soaklib.watcher.protocol import PROFILES, get_profile
 from soaklib.watcher.check import PROBE_SOURCE, ProtocolCheck, is_probe_entry, timeout_for
 from soaklib.watcher.decisions import Decision
+from soaklib.watcher.protocol import PROFILES, get_profile
 
 DEAD_LLM = "http://127.0.0.1:9"
 
 
 def daemon(procs: list, project: Path, *extra: str, profile: str = "watcher-v2") -> subprocess.Popen:
-    err = open(project.parent / f"{project.name}.stderr", "wb")
+    err = open(project.parent / f"{project.name}.stderr", "wb")  # noqa: SIM115 (the daemon's stderr, closed with it)
     p = subprocess.Popen([sys.executable, "-m", "soaklib.sim.watcher", "--project-dir", str(project), "--daemon",
                           "--poll-s", "0.1", "--profile", profile, "--halt-file", str(project / "agent_halt"),
                           "--llm-url", DEAD_LLM, "--llm-timeout-s", "0.5", *extra],

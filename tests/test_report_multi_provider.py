@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from soaklib.analysis.latency import summarize
-from soaklib.report.multi_provider import failure_reasons, gate_table, job_table, provider_table, round_table, to_markdown
+from soaklib.report.multi_provider import (
+    failure_reasons,
+    gate_table,
+    job_table,
+    provider_table,
+    round_table,
+    to_markdown,
+)
 
 
 def _job(provider: str, idx: int, ok: bool, latency_ms: int, reason: str | None = None) -> dict:

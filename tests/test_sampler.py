@@ -15,16 +15,16 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from soaklib.params import SamplingParams
-from soaklib.watcher.protocol import PROFILES
 from soaklib.observe.health import HealthProbe
 from soaklib.observe.readers import IncrementalReader, LogScanner, StatCache, count_files, dir_bytes, json_probe, redact
 from soaklib.observe.sampler import Sampler
 from soaklib.observe.schedule import Ticker
 from soaklib.observe.sources import HarnessSource, LogSource, ProbeSource, ProcessSource
+from soaklib.params import SamplingParams
 from soaklib.proc.tree import ProcessTree, process_tree_metrics
 from soaklib.soak.sampling import soak_sources
 from soaklib.watcher.decisions import DecisionCounters, DecisionStream
+from soaklib.watcher.protocol import PROFILES
 
 V2 = PROFILES["watcher-v2"]
 
@@ -286,7 +286,7 @@ def test_process_tree_metrics_of_an_unreaped_zombie(procs):
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server naming)
+    def do_GET(self):
         body = b'{"status": "ok"}'
         self.send_response(200 if self.path == "/health" else 404)
         self.send_header("Content-Length", str(len(body)))
@@ -314,7 +314,7 @@ def test_health_probe_up_then_down():
     probe = HealthProbe(url, interval_s=0.05, timeout_s=0.5)
     try:
         assert wait_for(lambda: probe.latest()[0] == 200)
-        status, latency_ms, checked_at = probe.latest()
+        _, latency_ms, checked_at = probe.latest()
         assert latency_ms is not None and latency_ms >= 0 and checked_at <= time.monotonic()
         assert probe.drain_events() == []  # starting up is not an event
         server.shutdown()

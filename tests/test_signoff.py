@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from soaklib.params import SoakParams, to_dict
+from soaklib.parts import PartWriter
 from soaklib.report.signoff import (
     build_signoff,
     growth_table,
@@ -19,10 +20,9 @@ from soaklib.report.signoff import (
     to_markdown,
     write_signoff,
 )
-from soaklib.soak.sampling import sample_schema
-from soaklib.soak.context import EVENT_SCHEMA
-from soaklib.parts import PartWriter
 from soaklib.runs import load_run
+from soaklib.soak.context import EVENT_SCHEMA
+from soaklib.soak.sampling import sample_schema
 from soaklib.store import atomic_write_json, finish_manifest, start_manifest, write_table
 
 MIB = 2**20

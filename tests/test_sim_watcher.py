@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -283,7 +283,7 @@ def test_injected_draws_drive_cycles_and_hit_rate_converges(tmp_path: Path, proc
     curve = []
     for cycle in range(1, 10):
         inject_draws(tmp_path, seed=12345)
-        assert wait_for(lambda: telemetry_path.exists() and json.loads(telemetry_path.read_text())["cycles"] == cycle,
+        assert wait_for(lambda c=cycle: telemetry_path.exists() and json.loads(telemetry_path.read_text())["cycles"] == c,
                         5), w.stderr
         curve.append(json.loads(telemetry_path.read_text()))
     assert w.terminate() == 0, w.stderr

@@ -11,15 +11,15 @@ import pytest
 
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
+from soaklib.runs import load_run
+from soaklib.soak.drivers.ledger import PLAN_MIX, QueueLedger, Staged, expand_mix
+from soaklib.soak.drivers.queue import QueueSoak
+from soaklib.soak.harness import run_soak
+from soaklib.store import read_table
 from soaklib.watcher.decisions import Decision
 from soaklib.watcher.protocol import PROFILES, QueueState
 
 V2 = PROFILES["watcher-v2"]
-from soaklib.soak.drivers.ledger import PLAN_MIX, QueueLedger, Staged, expand_mix
-from soaklib.soak.drivers.queue import QueueSoak
-from soaklib.soak.harness import run_soak
-from soaklib.runs import load_run
-from soaklib.store import read_table
 
 
 def params(tmp_path: Path, **over: Any) -> SoakParams:

@@ -14,13 +14,13 @@ import pytest
 from soaklib.errors import ParameterError, ProtocolError
 from soaklib.params import SoakParams, load_params
 from soaklib.prng import draw_values
+from soaklib.runs import load_run
 from soaklib.soak.drivers.loop import LoopCounters, convergence_points
+from soaklib.soak.harness import run_soak
+from soaklib.store import read_table
 from soaklib.watcher.decisions import Decision
 from soaklib.watcher.operator_files import AfterSoak, OperatorFiles, enable_test_mode
 from soaklib.watcher.protocol import PROFILES
-from soaklib.soak.harness import run_soak
-from soaklib.runs import load_run
-from soaklib.store import read_table
 from tests.conftest import REPO
 
 SEED = 12345

@@ -162,10 +162,9 @@ def test_orphaned_grandchild_is_found_by_process_group(tmp_path: Path) -> None:
 
 def test_context_manager_terminates_on_error(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
-    with pytest.raises(RuntimeError):
-        with Target.start([PY, "-c", STUBBORN, str(pidfile), "obey"]) as t:
-            grandchild = int(wait_file(pidfile))
-            raise RuntimeError("harness failed")
+    with pytest.raises(RuntimeError), Target.start([PY, "-c", STUBBORN, str(pidfile), "obey"]) as t:
+        grandchild = int(wait_file(pidfile))
+        raise RuntimeError("harness failed")
     assert gone(t.pid) and gone(grandchild)
 
 

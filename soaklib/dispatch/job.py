@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from soaklib.dispatch.dx_runner import TERMINAL_STATES, CheckResult, DxRunner, as_int
 from soaklib.dispatch.policy import (  # noqa: F401 - REASON_CODES re-exported: the job's vocabulary
@@ -228,7 +229,7 @@ class JobRunner:
             if start is None:
                 return a
             self._follow(spec, a, start.t_call_mono, start.t_call_wall, start.log_path, deadline)
-        except Exception as e:  # noqa: BLE001 - an executor bug must not sink the round
+        except Exception as e:
             a.status, a.reason_code = "executor_exception", "executor_exception"
             a.detail = redact(f"{type(e).__name__}: {e}") or ""
             self._stop(spec, a)

@@ -31,7 +31,7 @@ class HealthProbe:
         if autostart:
             self.start()
 
-    def start(self) -> "HealthProbe":
+    def start(self) -> HealthProbe:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="soak-health-probe", daemon=True)
             self._thread.start()

@@ -6,6 +6,7 @@ import time
 
 from soaklib.errors import ParameterError
 
+
 class Ticker:
     """Deadlines at ``t0 + k * interval_s`` on the monotonic clock: no drift, lag recorded."""
 

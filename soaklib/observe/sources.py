@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -56,7 +57,7 @@ class Tick:
         try:
             out = read()
             return {k: out.get(k) for k in keys}
-        except Exception as e:  # noqa: BLE001 - degrade per metric: null now, reason noted once
+        except Exception as e:
             self.notes.setdefault(name, f"{type(e).__name__}: {e}")
             return dict.fromkeys(keys)
 

@@ -13,11 +13,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import psutil
 
@@ -90,7 +91,7 @@ class Target:
     @classmethod
     def start(cls, argv: list[str], *, cwd: str | os.PathLike[str] | None = None,
               env: Mapping[str, str] | None = None,
-              log_path: str | os.PathLike[str] | None = None) -> "Target":
+              log_path: str | os.PathLike[str] | None = None) -> Target:
         """Start ``argv`` in its own process group, stdout+stderr appended to ``log_path``.
 
         ``env`` is merged onto ``os.environ``. A missing executable or folder raises
@@ -131,7 +132,7 @@ class Target:
         return cls(psutil.Process(popen.pid), popen=popen, argv=list(argv), log_path=log)
 
     @classmethod
-    def attach(cls, pid: int | None = None, match: str | None = None) -> "Target":
+    def attach(cls, pid: int | None = None, match: str | None = None) -> Target:
         """Attach to a running process by ``pid`` or by a unique command-line regex ``match``."""
         if (pid is None) == (match is None):
             raise ParameterError("attach needs exactly one of target.pid or target.match", key="target")
@@ -364,7 +365,7 @@ class Target:
 
     # ------------------------------------------------------------------ context manager
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

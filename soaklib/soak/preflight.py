@@ -12,14 +12,14 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
-
+from typing import Any
 
 from soaklib.errors import TargetError
-from soaklib.params import SoakParams
 from soaklib.observe.health import HealthProbe
+from soaklib.params import SoakParams
 from soaklib.proc.find import find_matching
 
 MAX_LOCK_SCAN_ENTRIES = 50_000  # a huge project folder is scanned this far, then noted

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from soaklib.errors import ProtocolError
 from soaklib.watcher.decisions import PROBE_SOURCE, Decision, DecisionStream

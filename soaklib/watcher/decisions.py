@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.observe.readers import IncrementalReader
 from soaklib.watcher.protocol import Profile

@@ -15,8 +15,9 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from soaklib.errors import ParameterError
 from soaklib.store import atomic_write_json, atomic_write_text, utc_now
@@ -210,7 +211,7 @@ class AfterSoak:
         while not self._stop.wait(poll_s):
             try:
                 running = target.is_running()
-            except Exception:  # noqa: BLE001 - a target we cannot read is treated as gone
+            except Exception:
                 running = False
             if not running:
                 self.run()
@@ -226,7 +227,7 @@ class AfterSoak:
             for name, fn in self._fns:
                 try:
                     fn()
-                except Exception as e:  # noqa: BLE001 - every cleanup runs, errors are reported
+                except Exception as e:
                     self.errors.append(f"{name}: {type(e).__name__}: {e}")
                 except BaseException:  # Ctrl-C inside a cleanup: run them again at exit
                     self._ran = False

@@ -13,10 +13,11 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.errors import ParameterError
 from soaklib.store import atomic_write_bytes, utc_now

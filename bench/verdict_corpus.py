@@ -1,0 +1,282 @@
+"""The memory verdict measured on labelled curves: false FAIL, conclusive PASS and FAIL recall per class.
+
+A seeded corpus of synthetic memory curves (MiB, AR(1) noise) in ten classes, five healthy
+and five leaking, at 30 min, 1 h, 2 h and 4 h with 30 s sampling, and a 24 h subset at
+1 Hz. Each curve is judged, side by side in the same run, by:
+
+- ``soaklib``: ``soaklib.analysis.leak.leak_fit`` (data-driven warm-up / onset / step,
+  sawtooth binning, effective-sample-size interval), as the signoff's memory rows use it;
+- ``fixed 5%``: the previous verdict (``memory_growth``: Theil–Sen on binned medians after a
+  warm-up of 5% of the run, at most 600 s, judged at both ends of its 95% interval);
+- ``last − first``: the soak plan's rule, last − first sample against 50 / 200 MB per 4 h
+  scaled to the run;
+- ``lsq slope``: a whole-run least-squares slope (mprof's ``--slope``), its point value
+  against 12.5 / 50 MiB/h.
+
+Truth is defined against the plan's bounds (PASS ≤ 12.5 MiB/h, FAIL > 50 MiB/h) with an
+indifference zone: healthy curves grow at most 6 MiB/h in their steady state, leaks at
+least 100 MiB/h (uniform 100–300 MiB/h). A healthy curve judged FAIL is a false FAIL; a
+leak judged FAIL is a hit. Noise: AR(1) with φ uniform 0.8–0.97 per 30 s (φ^(1/30) per
+second at 1 Hz: the same correlation time) and a marginal SD uniform 1–4 MiB.
+
+    .venv/bin/python bench/verdict_corpus.py [--quick] [--per-class 200] [--markdown bench/RESULTS.md]
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import signal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import Report, parser, table  # noqa: E402
+from soaklib.analysis.growth import memory_growth  # noqa: E402
+from soaklib.analysis.leak import leak_fit  # noqa: E402
+
+MIB = 2**20
+PASS_MB_H, FAIL_MB_H = 12.5, 50.0
+SEED = 20261202
+HEALTHY = ("flat", "warm-up then flat", "GC sawtooth", "one-time step", "slow growth < pass")
+LEAKS = ("linear leak", "late-onset leak", "leak under sawtooth", "leak after warm-up", "staircase")
+Curve = tuple[np.ndarray, np.ndarray, dict[str, float]]  # t_s, MiB, planted facts (seconds)
+
+
+def ar1(n: int, phi: float, sd: float, rng: np.random.Generator) -> np.ndarray:
+    w = rng.normal(0.0, sd * math.sqrt(1 - phi * phi), n)
+    w[0] = rng.normal(0.0, sd)  # start in the stationary distribution
+    return signal.lfilter([1.0], [1.0, -phi], w)
+
+
+def warmup_curve(t: np.ndarray, end_s: float, amp: float, rng: np.random.Generator) -> np.ndarray:
+    """A cache filling: a linear ramp or a saturating exponential (95% at ``end_s``), then flat."""
+    if rng.random() < 0.5:
+        return amp * np.minimum(1.0, t / end_s)
+    return amp * (1 - np.exp(-3.0 * t / end_s))
+
+
+def sawtooth(t: np.ndarray, period_s: float, amp: float, rng: np.random.Generator) -> np.ndarray:
+    phase = rng.random() * period_s
+    return amp * (((t + phase) % period_s) / period_s)
+
+
+def make(cls: str, length_s: float, dt_s: float, rng: np.random.Generator) -> Curve:
+    t = np.arange(0.0, length_s + dt_s / 2, dt_s)
+    phi30 = rng.uniform(0.8, 0.97)
+    noise = ar1(t.size, phi30 ** (dt_s / 30.0), rng.uniform(1.0, 4.0), rng)
+    base = rng.uniform(100.0, 2000.0)
+    rate = rng.uniform(100.0, 300.0) / 3600.0  # MiB/s, leaks
+    facts: dict[str, float] = {}
+    if cls == "flat":
+        y = np.zeros_like(t)
+    elif cls in ("warm-up then flat", "leak after warm-up"):
+        end = min(rng.uniform(180.0, 1200.0), 0.6 * length_s)
+        y = warmup_curve(t, end, rng.uniform(20.0, 200.0), rng)
+        facts["warmup_end_s"] = end
+        if cls == "leak after warm-up":
+            y = y + rate * t
+    elif cls in ("GC sawtooth", "leak under sawtooth"):
+        y = sawtooth(t, rng.uniform(120.0, 600.0), rng.uniform(10.0, 40.0), rng)
+        if cls == "leak under sawtooth":
+            y = y + rate * t
+    elif cls == "one-time step":
+        at = rng.uniform(0.15, 0.85) * length_s
+        y = np.where(t >= at, rng.uniform(10.0, 80.0), 0.0)
+        facts["step_s"] = at
+    elif cls == "slow growth < pass":
+        facts["rate_mb_h"] = rng.uniform(0.0, 6.0)
+        y = facts["rate_mb_h"] / 3600.0 * t
+    elif cls == "linear leak":
+        y = rate * t
+    elif cls == "late-onset leak":
+        onset = rng.uniform(0.3, 0.7) * length_s
+        y = rate * np.maximum(0.0, t - onset)
+        facts["onset_s"] = onset
+    elif cls == "staircase":
+        period = rng.uniform(120.0, 360.0)
+        y = rate * period * np.floor((t + rng.random() * period) / period)
+    else:
+        raise ValueError(cls)
+    if cls in ("flat", "warm-up then flat", "GC sawtooth", "one-time step"):
+        facts["rate_mb_h"] = 0.0
+    elif cls in LEAKS:
+        facts["rate_mb_h"] = rate * 3600.0
+    return t, base + y + noise, facts
+
+
+# --------------------------------------------------------------------------- the four verdicts
+
+
+def status(lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "WARN"
+    return "PASS" if hi <= PASS_MB_H else ("FAIL" if lo > FAIL_MB_H else "WARN")
+
+
+def v_soaklib(t: np.ndarray, y: np.ndarray, out: dict[str, float]) -> str:
+    fit = leak_fit(t, y * MIB)
+    out["low"], out["high"] = fit.low_per_h / MIB, fit.high_per_h / MIB
+    out["warmup_end_s"] = fit.warmup_end_s if fit.warmup_end_s is not None else math.nan
+    out["onset_s"] = fit.onset_s if fit.onset_s is not None else math.nan
+    return fit.status(PASS_MB_H * MIB, FAIL_MB_H * MIB)
+
+
+def v_fixed(t: np.ndarray, y: np.ndarray, out: dict[str, float]) -> str:
+    span = float(t[-1] - t[0])
+    m = memory_growth(pd.DataFrame({"t_s": t, "rss_bytes": y * MIB}), warmup_s=min(600.0, 0.05 * span))
+    return status(m["slope_low_mb_per_h"], m["slope_high_mb_per_h"])
+
+
+def v_plan(t: np.ndarray, y: np.ndarray, out: dict[str, float]) -> str:
+    scale = (t[-1] - t[0]) / (4 * 3600.0)
+    g = float(y[-1] - y[0])
+    return "PASS" if g <= 50.0 * scale else ("FAIL" if g > 200.0 * scale else "WARN")
+
+
+def v_lsq(t: np.ndarray, y: np.ndarray, out: dict[str, float]) -> str:
+    s = float(np.polyfit(t, y, 1)[0]) * 3600.0
+    return "PASS" if s <= PASS_MB_H else ("FAIL" if s > FAIL_MB_H else "WARN")
+
+
+METHODS: dict[str, Callable[[np.ndarray, np.ndarray, dict[str, float]], str]] = {
+    "soaklib": v_soaklib, "fixed 5%": v_fixed, "last − first": v_plan, "lsq slope": v_lsq}
+
+
+def run_corpus(lengths: list[tuple[str, float, float, int]], seed: int) -> pd.DataFrame:
+    rows = []
+    for li, (label, length_s, dt_s, per_class) in enumerate(lengths):
+        for ci, cls in enumerate(HEALTHY + LEAKS):
+            rng = np.random.default_rng([seed, li, ci])
+            for k in range(per_class):
+                t, y, facts = make(cls, length_s, dt_s, rng)
+                row: dict[str, object] = {"length": label, "length_s": length_s, "class": cls,
+                                          "leak": cls in LEAKS, "k": k}
+                for name, fn in METHODS.items():
+                    found: dict[str, float] = {}
+                    t_start = time.process_time()
+                    row[name] = fn(t, y, found)
+                    row[f"{name} ms"] = (time.process_time() - t_start) * 1e3
+                    if name == "soaklib":
+                        row["found_warmup_s"] = found["warmup_end_s"]
+                        row["found_onset_s"] = found["onset_s"]
+                        rate = facts.get("rate_mb_h", math.nan)
+                        row["covers"] = bool(found["low"] <= rate <= found["high"])
+                row["planted_warmup_s"] = facts.get("warmup_end_s", math.nan)
+                row["planted_onset_s"] = facts.get("onset_s", math.nan)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def per_class_table(df: pd.DataFrame, label: str) -> str:
+    d = df[df["length"] == label]
+    out = []
+    for cls in HEALTHY + LEAKS:
+        g = d[d["class"] == cls]
+        leak = cls in LEAKS
+        cells = [cls, "leak" if leak else "healthy", str(len(g))]
+        for name in METHODS:
+            fail = (g[name] == "FAIL").mean()
+            ok = (g[name] == "PASS").mean()
+            cells.append(f"**{pct(fail)}**" if leak else f"{pct(fail)} / {pct(ok)}")
+        out.append(cells)
+    head = ["class", "truth", "n"] + [f"{m}: recall" if False else m for m in METHODS]
+    return (f"**{label}** — healthy: false FAIL / conclusive PASS; leaks: FAIL recall (bold)\n\n"
+            + table(head, out))
+
+
+def acceptance_table(df: pd.DataFrame, labels: list[str]) -> str:
+    rows = []
+    for label in labels:
+        d = df[df["length"] == label]
+        h, lk = d[~d["leak"]], d[d["leak"]]
+        worst_ff = h.groupby("class")["soaklib"].apply(lambda s: (s == "FAIL").mean())
+        worst_rec = lk.groupby("class")["soaklib"].apply(lambda s: (s == "FAIL").mean())
+        pass_all = (h["soaklib"] == "PASS").mean()
+        worst_pass = h.groupby("class")["soaklib"].apply(lambda s: (s == "PASS").mean())
+        hours = float(d["length_s"].iloc[0]) / 3600.0
+        rec_goal = 0.99 if hours >= 1 else 0.95
+        pass_goal = 0.95 if hours >= 2 else (0.80 if hours >= 1 else None)
+        rows.append([
+            label,
+            f"{pct(worst_ff.max())} ({worst_ff.idxmax()}) {'✓' if worst_ff.max() <= 0.01 else '✗'}",
+            f"{pct(worst_rec.min())} ({worst_rec.idxmin()}) {'✓' if worst_rec.min() >= rec_goal else '✗'} "
+            f"(goal {pct(rec_goal)})",
+            f"{pct(pass_all)}; worst {pct(worst_pass.min())} ({worst_pass.idxmin()})"
+            + (f" {'✓' if pass_all >= pass_goal else '✗'} (goal {pct(pass_goal)})" if pass_goal else ""),
+        ])
+    return table(["length", "false FAIL, worst healthy class (goal ≤ 1%)", "FAIL recall, worst leak class",
+                  "conclusive PASS, all healthy"], rows)
+
+
+def locate_table(df: pd.DataFrame, labels: list[str]) -> str:
+    rows = []
+    for label in labels:
+        d = df[df["length"] == label]
+        L = float(d["length_s"].iloc[0])
+        w = d[d["class"] == "warm-up then flat"]
+        o = d[d["class"] == "late-onset leak"]
+        werr = (w["found_warmup_s"] - w["planted_warmup_s"]).abs() / w["planted_warmup_s"]
+        oerr = (o["found_onset_s"] - o["planted_onset_s"]).abs() / L
+        rows.append([label, pct(w["found_warmup_s"].notna().mean()), pct(werr.median()) if werr.notna().any() else "–",
+                     pct(o["found_onset_s"].notna().mean()),
+                     pct(oerr.median()) if oerr.notna().any() else "–",
+                     pct((oerr <= 0.10).mean())])
+    return table(["length", "warm-up found", "warm-up end error, median (of its length)",
+                  "onset found", "onset error, median (of the run)", "onset within ± 10% of the run"], rows)
+
+
+COVERAGE_CLASSES = ("flat", "slow growth < pass", "GC sawtooth", "linear leak", "leak under sawtooth",
+                    "late-onset leak", "leak after warm-up")
+
+
+def coverage_table(df: pd.DataFrame, labels: list[str]) -> str:
+    rows = [[label] + [pct(df[(df["length"] == label) & (df["class"] == c)]["covers"].mean())
+                       for c in COVERAGE_CLASSES] for label in labels]
+    return table(["length", *COVERAGE_CLASSES], rows)
+
+
+def cost_table(df: pd.DataFrame, labels: list[str]) -> str:
+    rows = [[label] + [f"{df[df['length'] == label][f'{m} ms'].median():.2f}" for m in METHODS] for label in labels]
+    return table(["length", *(f"{m} ms/curve" for m in METHODS)], rows)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--per-class", type=int, default=200, help="curves per class and length (30 s sampling)")
+    p.add_argument("--per-class-24h", type=int, default=20, help="curves per class of the 24 h subset at 1 Hz")
+    p.add_argument("--seed", type=int, default=SEED)
+    args = p.parse_args()
+    n, n24 = (8, 2) if args.quick else (args.per_class, args.per_class_24h)
+    lengths = [("30 min", 1800.0, 30.0, n), ("1 h", 3600.0, 30.0, n), ("2 h", 7200.0, 30.0, n),
+               ("4 h", 14400.0, 30.0, n)]
+    if n24:
+        lengths.append(("24 h at 1 Hz", 86400.0, 1.0, n24))
+    rep = Report("Memory verdict on a labelled corpus (bench/verdict_corpus.py)", args.quick)
+    wall = time.perf_counter()
+    df = run_corpus(lengths, args.seed)
+    labels = [x[0] for x in lengths]
+    rep.add(f"{len(df)} curves, {len(HEALTHY) + len(LEAKS)} classes, seed {args.seed}; healthy ≤ 6 MiB/h, "
+            "leaks 100–300 MiB/h; AR(1) noise φ 0.8–0.97 per 30 s, SD 1–4 MiB; "
+            f"verdict bounds PASS ≤ {PASS_MB_H} MiB/h, FAIL > {FAIL_MB_H} MiB/h; "
+            f"{time.perf_counter() - wall:.0f} s wall")
+    rep.add("Acceptance figures of the soaklib verdict\n\n" + acceptance_table(df, labels))
+    for label in labels:
+        rep.add(per_class_table(df, label))
+    rep.add("Warm-up and onset located by the soaklib verdict\n\n" + locate_table(df, labels))
+    rep.add("Coverage of the soaklib 95% interval: curves whose interval holds the planted steady-state rate "
+            "(staircase: its mean rate)\n\n" + coverage_table(df, labels))
+    rep.add("CPU per curve (median)\n\n" + cost_table(df, labels))
+    rep.write(args.markdown)
+
+
+if __name__ == "__main__":
+    main()

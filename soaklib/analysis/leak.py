@@ -1,0 +1,363 @@
+"""The memory verdict's statistics: which part of a byte series to judge, and its growth rate. No I/O.
+
+A fixed warm-up (5% of the run) fails a daemon that fills a cache for 20 minutes, one
+slope over the whole window dilutes a leak that starts halfway, and an ordinary
+least-squares interval over autocorrelated samples is far too narrow. ``leak_fit`` does
+four things, each named in its ``method``:
+
+1. **GC sawtooth.** Sharp drops (a first difference below ``-DROP_Z`` robust standard
+   deviations of the differences, and at least ``DROP_MIN_FRACTION`` of the series' range)
+   that recur at least twice mark a sawtooth; the samples are then binned by its period
+   (the median spacing of the drops). The median over one full period of a periodic curve
+   does not depend on the phase, so the sawtooth is removed and a trend under it is kept.
+   Otherwise the bins are at least the sampling interval, at most ``MAX_BINS`` of them.
+2. **Breaks.** On the binned medians, up to ``MAX_BREAKS`` times: the best continuous
+   two-segment line (a hinge: the slope changes at τ) and the best line with one upward
+   level shift at τ are fitted over a grid of τ; the better one is kept when its F
+   statistic against the plain line, divided by the autocorrelation factor
+   ``(1 + φ)/(1 − φ)``, passes ``F_CRIT`` (a sup-F test: τ was searched). A hinge whose slope
+   falls is a **warm-up** (the window is cut at its end), one whose slope rises is a **leak
+   onset** (the slope after it is judged); an upward level shift is a **step** (a dummy term:
+   the slope is judged with the step removed). Two or more steps are a **staircase**, which
+   is growth: the step terms are dropped again and the staircase is judged as a slope.
+3. **Interval.** The judged slope is the least-squares slope over the judged window; its
+   standard error is inflated by ``√((1 + φ)/(1 − φ))`` with φ the lag-1 autocorrelation of
+   the residuals (bias-corrected: φ̂ + (1 + 4φ̂)/n, Kendall 1954), i.e. computed from the
+   effective sample size ``n(1 − φ)/(1 + φ)``, and the quantile is Student's t on that many
+   degrees of freedom (at least 2). A few strongly correlated minutes give a wide interval
+   (WARN), never a conclusive verdict.
+4. **Report.** The warm-up end, the onset and the steps are times in seconds from the
+   first sample; ``judged_from_s`` is where the judged window starts.
+
+Every function takes seconds and values in any unit (bytes for memory) and returns slopes
+per hour in the values' unit. Too few points give NaN, never an exception.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from soaklib.analysis.units import SECONDS_PER_HOUR, format_duration
+
+MAX_BINS = 240  # binned medians the break search runs on (O(bins × grid))
+GRID = 48  # candidate break times per search
+MIN_SEGMENT_BINS = 5  # a break leaves at least this many bins on each side
+MAX_BREAKS = 2  # at most this many breaks (warm-up, onset, steps) are found
+F_CRIT = 16.0  # sup-F critical value after the autocorrelation correction (Andrews 1993: 12.4 at 1% for
+#                one restriction with 15% trimming; higher because φ is itself estimated)
+DROP_Z = 6.0  # a GC drop: a first difference below -DROP_Z robust SDs of the differences
+DROP_MIN_FRACTION = 0.1  # ... and at least this fraction of the series' range
+PHI_MAX = 0.98  # the autocorrelation used for the interval is capped here (finite n_eff)
+
+
+@dataclass(frozen=True)
+class Break:
+    """One change found in a series: ``kind`` is warm-up, onset or step, at ``t_s`` from the first sample."""
+
+    kind: str
+    t_s: float
+    size: float = math.nan  # a step's height; a hinge's change of slope per hour
+    f_stat: float = math.nan
+
+
+@dataclass(frozen=True)
+class LeakFit:
+    """The judged growth rate of a series (per hour, in the values' unit) and how it was found."""
+
+    slope_per_h: float
+    low_per_h: float
+    high_per_h: float
+    intercept: float  # fitted value at ``judged_from_s`` (step terms removed)
+    judged_from_s: float  # start of the judged window, seconds from the first sample
+    duration_s: float  # length of the judged window
+    span_s: float  # length of the whole series
+    t0_s: float  # the first sample's time (the caller's clock)
+    n_samples: int
+    n_bins: int
+    bin_s: float
+    phi: float  # lag-1 autocorrelation of the residuals (bias-corrected), as used
+    n_eff: float  # effective sample size of the judged window
+    breaks: tuple[Break, ...] = field(default_factory=tuple)
+    staircase: bool = False
+    sawtooth_period_s: float | None = None
+    confidence: float = 0.95
+    method: str = ""
+
+    @property
+    def warmup_end_s(self) -> float | None:
+        """The end of a warm-up found in the data (seconds from the first sample), else None."""
+        w = [b.t_s for b in self.breaks if b.kind == "warm-up"]
+        return max(w) if w else None
+
+    @property
+    def onset_s(self) -> float | None:
+        """Where a leak started (seconds from the first sample), else None."""
+        o = [b.t_s for b in self.breaks if b.kind == "onset"]
+        return max(o) if o else None
+
+    @property
+    def steps(self) -> tuple[Break, ...]:
+        return tuple(b for b in self.breaks if b.kind == "step")
+
+    def status(self, pass_per_h: float, fail_per_h: float) -> str:
+        """PASS when the whole interval is at most ``pass_per_h``, FAIL when above ``fail_per_h``, else WARN."""
+        if not (math.isfinite(self.low_per_h) and math.isfinite(self.high_per_h)):
+            return "WARN"
+        if self.high_per_h <= pass_per_h:
+            return "PASS"
+        if self.low_per_h > fail_per_h:
+            return "FAIL"
+        return "WARN"
+
+
+def _nan_fit(t0: float, span: float, n: int, confidence: float, why: str) -> LeakFit:
+    return LeakFit(math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, span, t0, n, 0, 0.0, math.nan, 0.0,
+                   confidence=confidence, method=why)
+
+
+def _clean(t_s: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(t_s, dtype=float).ravel()
+    v = np.asarray(values, dtype=float).ravel()
+    if t.shape != v.shape:
+        raise ValueError(f"t_s has {t.size} values but values has {v.size}")
+    keep = np.isfinite(t) & np.isfinite(v)
+    t, v = t[keep], v[keep]
+    if t.size > 1 and np.any(np.diff(t) < 0):
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+    return t, v
+
+
+def sawtooth_period(t: np.ndarray, v: np.ndarray) -> float | None:
+    """The period of a GC sawtooth (median spacing of recurring sharp drops), None without one."""
+    if t.size < 8:
+        return None
+    d = np.diff(v)
+    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826
+    span_v = float(np.ptp(v))
+    if span_v <= 0:
+        return None
+    thr = -max(DROP_Z * mad, DROP_MIN_FRACTION * span_v)
+    idx = np.flatnonzero(d < thr)
+    if idx.size < 2:
+        return None
+    starts = idx[np.concatenate(([True], np.diff(idx) > 1))]  # a drop over consecutive samples counts once
+    if starts.size < 2:
+        return None
+    return float(np.median(np.diff(t[starts + 1])))
+
+
+def _bin(t: np.ndarray, v: np.ndarray, u: np.ndarray | None, bin_s: float
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mean time, median value (and mean regressor ``u``) per bin of ``bin_s`` seconds."""
+    k = np.floor((t - t[0]) / bin_s).astype(np.int64)
+    _, start = np.unique(k, return_index=True)
+    counts = np.diff(np.append(start, k.size)).astype(float)
+    tb = np.add.reduceat(t, start) / counts
+    vb = np.array([np.median(v[a:a + int(c)]) for a, c in zip(start, counts)])
+    ub = np.add.reduceat(u, start) / counts if u is not None else None
+    return tb, vb, ub
+
+
+def _phi(resid: np.ndarray) -> float:
+    """Lag-1 autocorrelation of residuals, bias-corrected (Kendall 1954), in [0, PHI_MAX]."""
+    n = resid.size
+    if n < 4:
+        return PHI_MAX
+    r = resid - resid.mean()
+    den = float(np.dot(r, r))
+    if den <= 0:
+        return 0.0
+    raw = float(np.dot(r[:-1], r[1:]) / den)
+    return float(min(PHI_MAX, max(0.0, raw + (1.0 + 4.0 * raw) / n)))
+
+
+def _sse(X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    r = y - X @ beta
+    return float(np.dot(r, r)), beta
+
+
+def _design(x: np.ndarray, steps: list[float], extra: np.ndarray | None = None) -> np.ndarray:
+    cols = [np.ones_like(x), x] + [(x >= s).astype(float) for s in steps]
+    if extra is not None:
+        cols.append(extra)
+    return np.column_stack(cols)
+
+
+def _try(X0: np.ndarray, x: np.ndarray, y: np.ndarray, i: int, kind: str) -> tuple[float, float, np.ndarray]:
+    tau = float(x[i])
+    col = np.maximum(0.0, x - tau) if kind == "hinge" else (x >= tau).astype(float)
+    X1 = np.column_stack([X0, col])
+    sse1, beta = _sse(X1, y)
+    return sse1, float(beta[-1]), y - X1 @ beta
+
+
+def _best_break(x: np.ndarray, y: np.ndarray, steps: list[float], extra: np.ndarray | None
+                ) -> tuple[str, float, float, float] | None:
+    """The best hinge or upward step (grid, then every bin near the best): (kind, τ, size, F corrected for φ)."""
+    n = x.size
+    if n < 2 * MIN_SEGMENT_BINS + 2:
+        return None
+    X0 = _design(x, steps, extra)
+    sse0, _ = _sse(X0, y)
+    taken = np.searchsorted(x, steps) if steps else np.empty(0, dtype=int)
+
+    def allowed(i: int, kind: str) -> bool:
+        return kind == "hinge" or not taken.size or bool(np.min(np.abs(taken - i)) >= MIN_SEGMENT_BINS)
+
+    cand = np.unique(np.linspace(MIN_SEGMENT_BINS, n - MIN_SEGMENT_BINS, GRID).astype(int))
+    spacing = int(max(1, np.max(np.diff(cand)))) if cand.size > 1 else 1
+    best: tuple[float, str, int, float, np.ndarray] | None = None
+
+    def scan(indices: Any, kinds: tuple[str, ...]) -> None:
+        nonlocal best
+        for i in indices:
+            for kind in kinds:
+                if not allowed(int(i), kind):
+                    continue
+                sse1, size, resid = _try(X0, x, y, int(i), kind)
+                if kind == "step" and size <= 0:
+                    continue  # memory released at once is not a one-time allocation
+                if best is None or sse1 < best[0]:
+                    best = (sse1, kind, int(i), size, resid)
+
+    scan(cand, ("hinge", "step"))
+    if best is None:
+        return None
+    lo_i, hi_i = max(MIN_SEGMENT_BINS, best[2] - spacing), min(n - MIN_SEGMENT_BINS, best[2] + spacing)
+    scan(range(lo_i, hi_i + 1), ("hinge", "step"))
+    sse1, kind, i, size, resid = best
+    p = X0.shape[1] + 1
+    if sse1 <= 0:
+        return kind, float(x[i]), size, math.inf
+    phi = _phi(resid)
+    f = (sse0 - sse1) / (sse1 / max(1, n - p - 1)) * (1 - phi) / (1 + phi)
+    return kind, float(x[i]), size, float(f)
+
+
+def _slope_interval(x: np.ndarray, y: np.ndarray, steps: list[float], extra: np.ndarray | None,
+                    confidence: float) -> tuple[float, float, float, float, float, float]:
+    """(slope, low, high, intercept, φ, n_eff) per unit of x, least squares with step terms, AR(1)-inflated."""
+    X = _design(x, steps, extra)
+    n, p = X.shape
+    if n < p + 2 or np.ptp(x) <= 0:
+        return (math.nan,) * 6
+    sse, beta = _sse(X, y)
+    resid = y - X @ beta
+    phi = _phi(resid)
+    factor = (1 + phi) / (1 - phi)
+    n_eff = n / factor
+    s2 = sse / (n - p)
+    cov = np.linalg.pinv(X.T @ X) * s2 * factor
+    se = math.sqrt(max(0.0, float(cov[1, 1])))
+    df = max(2.0, n_eff - p)
+    q = float(stats.t.ppf(0.5 + confidence / 2, df))
+    b = float(beta[1])
+    return b, b - q * se, b + q * se, float(beta[0]), phi, n_eff
+
+
+def _since_drop(t: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    """Seconds since the last GC drop (the sawtooth's own clock), a regressor for the fit."""
+    d = np.diff(v)
+    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826
+    thr = -max(DROP_Z * mad, DROP_MIN_FRACTION * float(np.ptp(v)))
+    drops = t[1:][d < thr]
+    last = np.concatenate(([t[0] - period / 2], drops))
+    k = np.searchsorted(last, t, side="right") - 1
+    return (t - last[k]) / SECONDS_PER_HOUR
+
+
+def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: float = 0.0,
+             max_breaks: int = MAX_BREAKS) -> LeakFit:
+    """The growth rate of ``values`` (per hour) over the part of the series that tells it; see the module.
+
+    ``min_warmup_s`` is a warm-up the caller knows of (cut before anything is searched);
+    ``max_breaks = 0`` fits one line over the whole window (still with the sawtooth
+    binning and the autocorrelation-aware interval).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence = {confidence!r}: expected a fraction between 0 and 1")
+    t, v = _clean(t_s, values)
+    if t.size == 0:
+        return _nan_fit(math.nan, 0.0, 0, confidence, "no samples")
+    t0, span = float(t[0]), float(t[-1] - t[0])
+    if min_warmup_s > 0:
+        keep = t >= t0 + min_warmup_s
+        t, v = t[keep], v[keep]
+    if t.size < 3 or float(t[-1] - t[0]) <= 0:
+        return _nan_fit(t0, span, int(t.size), confidence, "too few samples for a slope")
+    dt = float(np.median(np.diff(t)))
+    period = sawtooth_period(t, v)
+    bin_s = max(dt, float(t[-1] - t[0]) / MAX_BINS)
+    u = None
+    if period:
+        u = _since_drop(t, v, period)
+        bin_s = max(dt, min(bin_s, period / 5.0))
+    if bin_s > dt * 1.0001:
+        tb, y, ub = _bin(t, v, u, bin_s)
+    else:
+        tb, y, ub = t, v, u
+    x = (tb - t0) / SECONDS_PER_HOUR
+    breaks: list[Break] = []
+    steps: list[float] = []
+    start = 0
+    for _ in range(max(0, max_breaks)):
+        found = _best_break(x[start:], y[start:], list(steps), ub[start:] if ub is not None else None)
+        if found is None or not found[3] > F_CRIT:
+            break
+        kind, tau, size, f = found
+        if kind == "step":
+            steps.append(tau)
+            breaks.append(Break("step", tau * SECONDS_PER_HOUR, size, f))
+        else:
+            breaks.append(Break("warm-up" if size < 0 else "onset", tau * SECONDS_PER_HOUR, size, f))
+            start = int(np.searchsorted(x, tau))
+            steps = [s for s in steps if s > tau]
+    staircase = len(steps) >= 2
+    judged_steps = [] if staircase else [s for s in steps if s > x[start]]
+    xs, ys = x[start:], y[start:]
+    b, lo, hi, a, phi, n_eff = _slope_interval(xs, ys, judged_steps, ub[start:] if ub is not None else None,
+                                               confidence)
+    judged_from_h = float(xs[0]) if xs.size else 0.0
+    method = _method(confidence, tb.size, bin_s, dt, period, breaks, staircase, phi, n_eff, min_warmup_s)
+    return LeakFit(
+        slope_per_h=b, low_per_h=lo, high_per_h=hi,
+        intercept=a + b * judged_from_h if math.isfinite(b) else math.nan,
+        judged_from_s=judged_from_h * SECONDS_PER_HOUR,
+        duration_s=float((xs[-1] - xs[0]) * SECONDS_PER_HOUR) if xs.size else 0.0,
+        span_s=span, t0_s=t0, n_samples=int(t.size), n_bins=int(tb.size), bin_s=bin_s,
+        phi=phi, n_eff=n_eff, breaks=tuple(breaks), staircase=staircase,
+        sawtooth_period_s=period, confidence=confidence, method=method,
+    )
+
+
+def _method(confidence: float, n_bins: int, bin_s: float, dt: float, period: float | None,
+            breaks: list[Break], staircase: bool, phi: float, n_eff: float, min_warmup_s: float) -> str:
+    parts = []
+    if bin_s > dt * 1.0001:
+        parts.append(f"medians of {n_bins} bins of {format_duration(bin_s)}")
+    else:
+        parts.append(f"{n_bins} samples")
+    if period:
+        parts.append(f"GC sawtooth found (period {format_duration(period)}): time since the last drop is a regressor")
+    if min_warmup_s > 0:
+        parts.append(f"after a given {format_duration(min_warmup_s)} warm-up")
+    for br in breaks:
+        if br.kind == "step" and not staircase:
+            parts.append(f"one-time step of {br.size / 2**20:+.3g} MiB at {format_duration(br.t_s)} removed")
+        elif br.kind == "warm-up":
+            parts.append(f"warm-up found, cut at {format_duration(br.t_s)}")
+        elif br.kind == "onset":
+            parts.append(f"leak onset found at {format_duration(br.t_s)}, judged after it")
+    if staircase:
+        parts.append(f"staircase of {sum(b.kind == 'step' for b in breaks)} steps judged as growth")
+    if not breaks:
+        parts.append("no warm-up, onset or step found (hinge/step sup-F test)")
+    ci = (f"least-squares slope, {confidence:.0%} interval from the effective sample size "
+          f"(AR(1) φ {phi:.2f}, n_eff {n_eff:.1f}, Student t)") if math.isfinite(phi) else "least-squares slope"
+    return "; ".join([ci, *parts])
