@@ -154,6 +154,18 @@ class InjectionParams:
 
 
 @dataclass
+class ProcessParams:
+    name: str = param("", 'the process\'s name in rows and columns (orchestrator, watcher): letters, digits, _')
+    command: list[str] | None = param(None, 'argv; None = the reference program of this name (orchestrator, watcher)')
+    cwd: str | None = param(None, 'working folder (relative = in project_dir); None = project_dir')
+    env: dict[str, str] = param(factory=dict, help="environment variables added to the process's")
+    pid: int | None = param(None, 'attach instead of start')
+    match: str | None = param(None, 'attach by command-line pattern (regex)')
+    halt: HaltParams = param(factory=HaltParams, help='how the soak stops this process: method, command / flag, timeout_s')
+    sim: dict[str, Any] = param(factory=dict, help='knobs of the reference program (flag → value)')
+
+
+@dataclass
 class PreflightParams:
     min_free_disk_mb: float = param(1024.0, 'refuse below this much free disk')
     stale_lock_min: float = param(60.0, '*.lock files older than this are stale')
@@ -186,6 +198,8 @@ class SoakParams:
     drain_timeout_s: float = param(600.0, 'soak B: deadline for the queue to drain')
     warmup_s: float | None = param(None, 'seconds left out at the start of growth fits; None = 5% of the run, <= 600')
     host: str | None = param(None, "the machine's name in every row and in samples/host=NAME/; None = this machine's name")
+    targets: list[ProcessParams] = param(factory=list, help="several named processes (started in order, halted in reverse) instead of target; [] = target")
+    policies: dict[str, Any] = param(factory=dict, help="soak C: keys set in watcher_policies.json for the run (mappings merge), restored byte for byte after")
 
     def validate(self) -> SoakParams:
         if self.run_id is not None:
@@ -207,7 +221,25 @@ class SoakParams:
         for name, probe in self.probes.items():
             if not isinstance(probe, dict) or "file" not in probe:
                 raise ParameterError(f"probes.{name} needs at least a 'file' key", key=f"probes.{name}", value=probe)
+        _check_targets(self.targets)
         return self
+
+
+def _check_targets(targets: list[ProcessParams]) -> None:
+    names = [t.name for t in targets]
+    for i, t in enumerate(targets):
+        key = f"targets[{i}]"
+        if not t.name.isidentifier() or not t.name.isascii() or t.name != t.name.lower():
+            raise ParameterError(f"{key}.name = {t.name!r} is invalid: expected a lower-case name of letters, digits "
+                                 "and _ (it names columns and rows)", key=f"{key}.name", value=t.name)
+        if names.count(t.name) > 1:
+            raise ParameterError(f"targets name {t.name!r} twice: every process needs its own name", key=f"{key}.name")
+        if t.pid is not None and t.match is not None:
+            raise ParameterError(f"{key}.pid and {key}.match are both set: attach by one of them", key=key)
+        _require(f"{key}.halt.timeout_s", t.halt.timeout_s, t.halt.timeout_s > 0, "seconds > 0")
+        if t.halt.method == "command" and not t.halt.command:
+            raise ParameterError(f"{key}.halt.method is 'command' but {key}.halt.command is empty",
+                                 key=f"{key}.halt.command")
 
 
 
