@@ -145,6 +145,35 @@ def test_a_host_without_a_worker_is_a_fail_row_with_the_reason_and_the_others_ru
     assert signoff["hosts"]["h1"]["verdict"] == "PASS"
 
 
+def test_a_worker_lost_mid_soak_is_that_hosts_fail_row_and_the_other_hosts_data_stay(
+        cluster: Cluster, tmp_path: Path) -> None:
+    cluster.worker("h5")
+    cluster.wait_for(["h5"])
+    fast = [a if a != "duration_s=4" else "duration_s=8" for a in FAST]
+    fleet = subprocess.Popen(
+        [PYTHON, "-m", "soaklib.cli", "fleet", "a", "--executor", cluster.executor, "--hosts", "h1,h5", "--run-id",
+         "lost", "--output-dir", str(tmp_path), *fast], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        parts = tmp_path / "lost" / "samples" / "host=h5"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(parts.glob("part-*.parquet")):
+            time.sleep(0.05)  # h5's soak is sampling and has flushed
+        cluster.kill("h5")
+        stdout, _ = fleet.communicate(timeout=120)
+    finally:
+        if fleet.poll() is None:
+            os.killpg(fleet.pid, signal.SIGKILL)
+            fleet.wait(timeout=10)
+    assert fleet.returncode == 1, stdout
+    signoff = json.loads((tmp_path / "lost.json").read_text())
+    assert signoff["hosts"]["h1"]["verdict"] == "PASS"
+    lost = signoff["hosts"]["h5"]
+    assert lost["verdict"] == "FAIL" and "h5" in lost["reason"] and "lost" in lost["reason"]
+    counts = query(tmp_path / "lost", "SELECT host, count(*) AS n FROM samples GROUP BY host ORDER BY host")
+    assert list(counts["host"]) == ["h1", "h5"] and (counts["n"] > 0).all()  # h5's flushed samples are kept
+
+
 def test_an_unreachable_scheduler_is_an_executor_error_exit_3_not_a_hang() -> None:
     t0 = time.monotonic()
     with pytest.raises(ExecutorError, match="did not answer within 2 s") as e:

@@ -78,8 +78,9 @@ def host_params(base: SoakParams, host: str, fleet_dir: Path, overrides: Mapping
 
 
 def soak_on_host(params: dict[str, Any], data_dir: str, *, topic: str | None = None,
-                 stop_name: str | None = None) -> HostOutcome:
-    """Run one host's soak here (in a Dask worker or a local thread) and say how it ended.
+                 stop_name: str | None = None, stop: threading.Event | None = None) -> HostOutcome:
+    """Run one host's soak here (in a Dask worker or a local thread) and say how it ended;
+    ``stop`` (local) or the distributed Event ``stop_name`` (Dask) ends it early (Ctrl-C).
 
     Never raises for the soak's own failures: they come back as a FAIL outcome with the
     reason, so the fleet records them beside the other hosts.
@@ -89,7 +90,7 @@ def soak_on_host(params: dict[str, Any], data_dir: str, *, topic: str | None = N
     host = str(params.get("host"))
     with _REGISTRY_LOCK:
         registry.get(str(params.get("soak")))
-    stop = threading.Event()
+    stop = stop or threading.Event()
     echo: Callable[[str], None] = lambda line: None  # noqa: E731
     done = threading.Event()
     worker = None
@@ -178,15 +179,20 @@ def run_fleet(soak: str, hosts: list[str], base: SoakParams, *, executor: str | 
 def _run_local(params: dict[str, dict[str, Any]], fleet_dir: Path, deadline_s: float,
                say: Callable[[str], None]) -> list[HostOutcome]:
     out: dict[str, HostOutcome] = {}
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=len(params), thread_name_prefix="fleet") as pool:
-        futures = {pool.submit(soak_on_host, p, str(fleet_dir)): h for h, p in params.items()}
+        futures = {pool.submit(soak_on_host, p, str(fleet_dir), stop=stop): h for h, p in params.items()}
         pending = set(futures)
         end = time.monotonic() + deadline_s
-        while pending and time.monotonic() < end:
-            done, pending = wait_local(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-            for f in done:
-                out[futures[f]] = f.result()
-                say(f"fleet: {futures[f]} {out[futures[f]].status}")
+        try:
+            while pending and time.monotonic() < end:
+                done, pending = wait_local(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for f in done:
+                    out[futures[f]] = f.result()
+                    say(f"fleet: {futures[f]} {out[futures[f]].status}")
+        except KeyboardInterrupt:
+            stop.set()  # every soak flushes, stops its target and returns; the pool waits for them
+            raise
         for f in pending:  # past the deadline: record it (the soak's own timeouts end its thread)
             out[futures[f]] = HostOutcome(futures[f], "FAIL", f"no result within {deadline_s:.0f} s")
     return [out[h] for h in params]
