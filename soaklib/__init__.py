@@ -7,7 +7,8 @@ The public API (everything a notebook or an analyst needs; the rest is internal)
 - ``load_run(path)``: a run folder back as a ``Run`` (samples, events, jobs, attempts, signoff).
 - ``build_signoff(run)`` / ``write_signoff(run_dir)``: a soak's signoff, as the CLI writes it.
 - ``combine(run_dirs)`` / ``write_combined(run_dirs, output_dir)``: the combined A/B/C verdict.
-- ``query(run_dir, sql)``: SQL (DuckDB) over a run's ``samples`` and ``events``, every host of a fleet.
+- ``query(run_dir, sql)``: SQL (DuckDB) over a run's ``samples`` and ``events``, every host of a fleet;
+  ``fleet_verdict(run_dir)`` / ``write_fleet_signoff(run_dir)``: a multi-host run judged as a fleet.
 - ``compare(base, new)``: the statistical diff of two soaks or two lanes (``soak compare``).
 - ``explore(run_or_runs)``: every series of a run (or runs overlaid) in an interactive Jupyter view.
 - ``load_params(cls, file, overrides)`` with ``SoakParams`` / ``MultiProviderParams``;
@@ -41,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "combine": "soaklib.report.combined",
     "write_combined": "soaklib.report.combined",
     "query": "soaklib.fleet.query",
+    "fleet_verdict": "soaklib.fleet.verdict",
+    "write_fleet_signoff": "soaklib.fleet.report",
     "compare": "soaklib.report.compare",
     "explore": "soaklib.report.explore",
     "load_params": "soaklib.params",
