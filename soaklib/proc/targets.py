@@ -62,6 +62,7 @@ class TargetGroup:
             raise ParameterError("a target group needs at least one process", key="targets")
         self.members = members
         self.exited_name: str | None = None
+        self.log_copy: Any = None  # each member's output goes to its own log file
 
     @classmethod
     def start(cls, specs: list[ProcessSpec]) -> TargetGroup:

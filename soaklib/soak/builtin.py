@@ -10,6 +10,7 @@ from soaklib.soak.drivers.loop import LoopSoak
 from soaklib.soak.drivers.queue import QueueSoak
 from soaklib.soak.observers import observe_a, observe_b, observe_c, soak_criteria
 from soaklib.soak.registry import SoakType, register
+from soaklib.soak.system_soak import SYSTEM_C
 
 HOUR = 3600.0
 
@@ -49,3 +50,4 @@ register(SoakType("b", "Sequential requests", QueueSoak, lambda: soak_criteria("
                   (0.5 * HOUR, 1 * HOUR), "30–60 min", summary=summary_b, figures=("queue",)))  # section 5
 register(SoakType("c", "Sustained autonomous loop", LoopSoak, lambda: soak_criteria("c"), observe_c,
                   (2 * HOUR, None), "2+ h", summary=summary_c, figures=("convergence", "loop")))  # section 6
+register(SYSTEM_C)  # soak C on the real system: the Chapter 13 orchestrator + the WATCHER daemon

@@ -27,11 +27,13 @@ from soaklib.observe.recorder import Recorder
 from soaklib.params import SoakParams, to_dict
 from soaklib.parts import compact_parts
 from soaklib.proc.target import Target
+from soaklib.proc.targets import TargetGroup
 from soaklib.soak import preflight as pf
 from soaklib.soak import registry
 from soaklib.soak.context import Driver, Events, JSONObject, SoakContext, SoakObservations
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
+from soaklib.soak.system import process_log, process_specs
 from soaklib.store import finish_manifest, start_manifest
 from soaklib.watcher.protocol import log_paths
 
@@ -120,7 +122,12 @@ class _Soak:
             self.health = HealthProbe(health_url, params.sampling.health_interval_s,
                                       params.sampling.health_timeout_s, autostart=False)
         log_file = plan.run_dir / "target.log"
-        if params.target.pid is not None or params.target.match is not None:
+        before = getattr(self.driver, "before_start", None)  # soak csys: policies the processes read at start
+        if before is not None:
+            before(params, plan, self.echo)
+        if params.targets:  # several named processes, each sampled as its own tree
+            self.target = TargetGroup.start(process_specs(params, plan, llm_url))  # type: ignore[assignment]
+        elif params.target.pid is not None or params.target.match is not None:
             self.target = Target.attach(pid=params.target.pid, match=params.target.match)
         else:
             self.target = Target.start(target_argv(params, plan, llm_url), cwd=plan.project_dir,
@@ -129,8 +136,10 @@ class _Soak:
         self.events.t0 = t0
         sampler, self.logs = soak_sampler(
             plan.project_dir, plan.profile, params.sampling, run_id=plan.run_id, t0=t0,
-            log_paths=log_paths(plan.profile, plan.project_dir, log_file), gpu=self.gpu, health=self.health,
-            probes=params.probes, host=plan.host)
+            log_paths=[process_log(plan.run_dir, p.name) for p in params.targets] if params.targets
+            else log_paths(plan.profile, plan.project_dir, log_file), gpu=self.gpu, health=self.health,
+            probes=params.probes, host=plan.host,
+            processes=self.target.pids() if isinstance(self.target, TargetGroup) else None)
         recorder = Recorder(sampler, plan.samples_dir, interval_s=params.sampling.interval_s,
                             flush_s=params.sampling.flush_s, t0=t0, on_flush=self.events.flush)
         if self.health is not None:

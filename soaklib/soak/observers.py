@@ -99,6 +99,10 @@ def run_criteria(run: Run, soak: str) -> list[Criterion]:
     """The criteria a run is judged by: its soak type's, with ``llm_reconnect`` optional (SKIP)
     when the daemon has no LLM server."""
     criteria = registry.get(soak).criteria()
+    if soak == "csys":  # soak C on the real system: rows for the run's own processes
+        from soaklib.soak.system_soak import run_system_criteria, target_names
+
+        criteria = run_system_criteria(target_names(run))
     if has_llm(run):
         return criteria
     return [replace(c, optional=True) if c.metric == "llm_reconnect" else c for c in criteria]

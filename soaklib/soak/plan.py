@@ -21,7 +21,7 @@ from soaklib.params import SoakParams
 from soaklib.parts import check_host
 from soaklib.proc.target import Target
 from soaklib.sim.watcher import knob_flags
-from soaklib.soak import registry
+from soaklib.soak import registry, system
 from soaklib.store import MANIFEST, run_dir_for, utc_stamp
 from soaklib.watcher.protocol import Profile, get_profile
 
@@ -94,6 +94,8 @@ def plan_run(params: SoakParams, data_dir: Path | None = None) -> RunPlan:
     t = params.target
     attach = t.pid is not None or t.match is not None
     reference = t.command is None and not attach
+    if params.targets:  # several named processes: reference when every one is a reference program
+        attach, reference = False, all(system.is_reference(p) for p in params.targets)
     overrides = dict(params.profile_overrides)
     if reference and params.profile == "watcher-v2":
         overrides["halt_file"] = REFERENCE_HALT_FILE
@@ -116,6 +118,9 @@ def plan_run(params: SoakParams, data_dir: Path | None = None) -> RunPlan:
         halt_paths.append(flag if flag.is_absolute() else project_dir / flag)
     if reference:
         knob_argv(params.sim)  # unknown knobs are refused before anything starts
+    if params.targets:
+        system.check_targets(params)
+        halt_paths += system.halt_paths(params, project_dir)
     apply_overrides(registry.get(params.soak).criteria(), params.criteria)  # bad criteria: exit 2 before any work
     start_stub = (reference and params.llm.health_url is not None) or params.llm.start_stub
     return RunPlan(run_id, run_dir, project_dir, profile, reference, start_stub,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Iterable
 
 import pyarrow as pa
@@ -26,14 +27,19 @@ from soaklib.watcher.source import WatcherSource
 
 def soak_sources(project_dir: Path, profile: Profile, sampling: SamplingParams, *, log_paths: Iterable[Path],
                  gpu: object | None, health: HealthProbe | None, probes: dict[str, dict[str, object]],
-                 from_end: bool = True) -> tuple[list[Source], LogSource]:
-    """The sources of a soak sample, in column order, and its log source (for error events)."""
+                 from_end: bool = True, processes: Mapping[str, int] | None = None) -> tuple[list[Source], LogSource]:
+    """The sources of a soak sample, in column order, and its log source (for error events);
+    ``processes`` (name → pid): each named process's tree in columns of its own."""
     logs_list = [Path(p) for p in log_paths]
     heuristic_regex = profile.heuristic_in_log_regex if not profile.heuristic_in_decisions else None
     logs = LogSource(logs_list, sampling.error_regex, sampling.traceback_regex, heuristic_regex=heuristic_regex,
                      from_end=from_end)
     cache = StatCache()
     sources: list[Source] = [ProcessSource()]
+    if processes:
+        from soaklib.soak.system import ProcessGroupSource
+
+        sources.append(ProcessGroupSource(processes))
     if gpu is not None:
         sources.append(GpuSource(gpu))
     sources += [
@@ -49,11 +55,12 @@ def soak_sources(project_dir: Path, profile: Profile, sampling: SamplingParams, 
 
 def soak_sampler(project_dir: Path, profile: Profile, sampling: SamplingParams, *, run_id: str, t0: float,
                  log_paths: Iterable[Path], gpu: object | None, health: HealthProbe | None,
-                 probes: dict[str, dict[str, object]], host: str | None = None) -> tuple[Sampler, LogSource]:
+                 probes: dict[str, dict[str, object]], host: str | None = None,
+                 processes: Mapping[str, int] | None = None) -> tuple[Sampler, LogSource]:
     """A sampler of every source a soak watches (see :func:`soak_sources`); ``host`` goes in
     every row (None = this machine's name)."""
     sources, logs = soak_sources(project_dir, profile, sampling, log_paths=log_paths, gpu=gpu, health=health,
-                                 probes=probes)
+                                 probes=probes, processes=processes)
     return Sampler(sources, run_id=run_id, t0=t0, host=host), logs
 
 
