@@ -54,10 +54,10 @@ def ar1(n: int, phi: float, sd: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def warmup_curve(t: np.ndarray, end_s: float, amp: float, rng: np.random.Generator) -> np.ndarray:
-    """A cache filling: a linear ramp or a saturating exponential (95% at ``end_s``), then flat."""
+    """A cache filling: a linear ramp or a saturating exponential (99% at ``end_s``), then flat."""
     if rng.random() < 0.5:
         return amp * np.minimum(1.0, t / end_s)
-    return amp * (1 - np.exp(-3.0 * t / end_s))
+    return amp * (1 - np.exp(-math.log(100.0) * t / end_s))
 
 
 def sawtooth(t: np.ndarray, period_s: float, amp: float, rng: np.random.Generator) -> np.ndarray:
