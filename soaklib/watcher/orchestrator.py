@@ -225,7 +225,7 @@ class ApprovalState:
     pending_status: str | None = None  # status of pending_approval.json; None when absent
     pending_request_id: str | None = None
     pending_age_s: float | None = None
-    archived: dict[str, list[str]] = field(default_factory=dict)  # request_id → archived statuses
+    archived: dict[str, list[str]] = field(default_factory=dict)  # request_id@created_at → statuses
 
     @property
     def archived_count(self) -> int:
@@ -274,6 +274,7 @@ def scan_approvals(project_dir: str | os.PathLike[str], files: OrchestratorFiles
             body = json.loads(Path(e.path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(body, dict):
-            state.archived.setdefault(str(body.get("request_id")), []).append(str(body.get("status")))
+        if isinstance(body, dict):  # ids have one-second stamps: the creation time tells two requests apart
+            key = f"{body.get('request_id')}@{body.get('created_at')}"
+            state.archived.setdefault(key, []).append(str(body.get("status")))
     return state

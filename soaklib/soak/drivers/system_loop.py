@@ -101,6 +101,7 @@ class SystemLoopSoak:
         self._slots = 0
         self._last_write = 0.0
         self._project: Path | None = None
+        self._check_t0 = 0.0
 
     # ------------------------------------------------------------------ before the processes start
 
@@ -139,7 +140,7 @@ class SystemLoopSoak:
         ctx.event("test_mode_enabled", policies=ctx.params.policies, poll_s=self.poll_s, layout=self.layout,
                   message=f"{POLICIES_FILE}: test_mode, synthetic injection and {sorted(ctx.params.policies)} set")
         limit = max(MIN_CHECK_S, 3.0 * self.poll_s + 5.0)
-        t0 = time.monotonic()
+        t0 = self._check_t0 = time.monotonic()
         ctx.echo(f"soak {ctx.params.soak}: protocol check (one injected draw, up to {limit:.0f} s)")
         self._inject_now(ctx, 1)
         assert self.history is not None
@@ -154,17 +155,18 @@ class SystemLoopSoak:
         result: dict[str, Any] = {"cycle_id": first.cycle_id, "outcome": first.outcome,
                                   "cycle_s": time.monotonic() - t0}
         if self.layout == "v2" and first.outcome in APPROVAL_OUTCOMES:
+            t0 = time.monotonic()  # the daemon gets the same bound from the first cycle on
             while True:
                 st = scan_approvals(ctx.project_dir, self.orch, exclude=self._archived_before)
                 if st.pending_status not in ("pending",) or st.archived_count:
                     break
-                self._check_wait(ctx, t0, limit + 15.0, "approval_unread", (
-                    f"the WATCHER daemon did not read {self.orch.approval_file} within {limit + 15:.0f} s "
+                self._check_wait(ctx, t0, limit, "approval_unread", (
+                    f"the WATCHER daemon did not read {self.orch.approval_file} within {limit:.0f} s "
                     "(its status stayed 'pending'): start the daemon from project_dir with its approval polling "
                     "(WATCHER v2.0 _poll_pending_approval), and set test_mode and auto_approve_in_test_mode in "
                     f"{POLICIES_FILE} (policies) so that it executes and archives approvals"))
             result["approval"] = "read by the daemon"
-        result["elapsed_s"] = time.monotonic() - t0
+        result["elapsed_s"] = time.monotonic() - self._check_t0
         self.protocol = result
         ctx.event("protocol_check", **result, message=f"protocol check passed: {first.cycle_id} → {first.outcome} "
                   f"in {result['elapsed_s']:.1f} s")
