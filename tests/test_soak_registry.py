@@ -90,7 +90,7 @@ def soak_d() -> Iterator[registry.SoakType]:
 
 
 def test_a_soak_registered_from_a_test_file_runs_end_to_end(tmp_path: Path, soak_d: registry.SoakType) -> None:
-    assert registry.letters() == ("a", "b", "c", "d") and combined_soaks() == ("a", "b", "c")
+    assert registry.letters() == ("a", "b", "c", "csys", "d") and combined_soaks() == ("a", "b", "c")
     params = load_params(SoakParams, overrides={
         "soak": "d", "run_id": "burst", "output_dir": str(tmp_path), "duration_s": 20, "warmup_s": 0,
         "sampling": dict(FAST), "sim": {"poll_s": 0.1}, "llm": {"health_url": None}})
@@ -113,9 +113,9 @@ def test_a_soak_registered_from_a_test_file_runs_end_to_end(tmp_path: Path, soak
 def test_the_cli_asks_the_registry(tmp_path: Path, soak_d: registry.SoakType) -> None:
     runner = CliRunner()
     listed = runner.invoke(soak_cli, ["watcher", "--help"])
-    assert "[a|b|c|d]" in listed.output
+    assert "[a|b|c|csys|d]" in listed.output
     unknown = runner.invoke(soak_cli, ["watcher", "z", "--output-dir", str(tmp_path)])
-    assert unknown.exit_code == 2 and "known soaks are a, b, c, d" in unknown.output
+    assert unknown.exit_code == 2 and "known soaks are a, b, c, csys, d" in unknown.output
 
 
 def test_an_unknown_soak_is_an_error_never_a_fallback(tmp_path: Path) -> None:
