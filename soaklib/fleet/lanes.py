@@ -37,6 +37,7 @@ DEFAULT_CAPS = {"opencode": 2, "cc-glm": 2, "gemini": 1}
 #: "lane": this client's own semaphores (the lane's jobs all pass through it: no round trip)
 CAPS_SCOPES = ("cluster", "lane")
 ALIVE_EVERY_S = 1.0  # how often a waiting job asks whether its worker is still there
+PICK_GRACE_S = 5.0  # how long a job waits for a worker when the cluster has none
 DEADLINE_MARGIN_S = 60.0  # beyond the job's timeout: start (preflight), report, the transfer
 
 
@@ -166,11 +167,11 @@ class DaskJobExecutor(Executor):
 
     # ------------------------------------------------------------------ one job
 
-    def alive(self) -> dict[str, WorkerInfo]:
+    def alive(self, fresh: bool = False) -> dict[str, WorkerInfo]:
         """The cluster's workers by address, asked of the scheduler at most every ALIVE_EVERY_S / 2."""
         with self.lock:
             at, known = self._alive
-            if time.monotonic() - at < ALIVE_EVERY_S / 2:
+            if not fresh and time.monotonic() - at < ALIVE_EVERY_S / 2:
                 return known
         known = {w.address: w for w in list_workers(self.client).values()}
         with self.lock:
@@ -179,6 +180,11 @@ class DaskJobExecutor(Executor):
 
     def _pick(self) -> WorkerInfo | None:
         alive = self.alive()
+        for _ in range(int(PICK_GRACE_S / ALIVE_EVERY_S)):  # none now: one may be (re)starting
+            if alive or self.cancel.is_set():
+                break
+            time.sleep(ALIVE_EVERY_S)
+            alive = self.alive(fresh=True)
         if not alive:
             return None
         with self.lock:
