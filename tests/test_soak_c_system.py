@@ -168,3 +168,15 @@ def test_draw_account_known_values() -> None:
     assert acc.status == ["ingested", "merged", "merged", "ingested", "ingested", "lost", "pending"]
     assert acc.cycles_without_new_draws == 1
     assert acc.to_dict() | {} == {"ingested": 3, "merged": 2, "pending": 1, "lost": 1, "cycles_without_new_draws": 1}
+
+
+@pytest.mark.parametrize("name", ["soak_c_v1.yaml", "soak_c_v2.yaml", "soak_c_v1_demo.yaml", "soak_c_v2_demo.yaml"])
+def test_parameter_files_plan(tmp_path: Path, name: str) -> None:
+    from soaklib.soak.plan import plan_run
+
+    p = load_params(SoakParams, Path(__file__).parent.parent / "parameters" / name,
+                    overrides={"output_dir": str(tmp_path)})
+    plan = plan_run(p)
+    assert p.soak == "csys" and p.targets[0].name == "orchestrator"
+    assert plan.reference == name.endswith("_demo.yaml")
+    assert p.policies["test_mode"] is True and "auto_approve_in_test_mode" in p.policies
