@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,9 @@ from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import Report, parser, table  # noqa: E402
-from soaklib.analysis.growth import memory_growth  # noqa: E402
-from soaklib.analysis.leak import leak_fit  # noqa: E402
+from bench._common import Report, parser, table
+from soaklib.analysis.growth import memory_growth
+from soaklib.analysis.leak import leak_fit
 
 MIB = 2**20
 PASS_MB_H, FAIL_MB_H = 12.5, 50.0

@@ -18,6 +18,7 @@ SCRIPTS = {
     "store_throughput.py": "bytes per sample on disk",
     "report_scale.py": "explore redraw after a zoom",
     "fleet_scale.py": "added by Dask: client ms/job",
+    "verdict_corpus.py": "Acceptance figures of the soaklib verdict",
 }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from soaklib.analysis.leak import LeakFit, leak_fit
 from soaklib.analysis.units import MIB, format_duration
 from soaklib.errors import ParameterError
 
@@ -256,10 +257,18 @@ def memory_growth(
     bin_s: float | None = None,
     confidence: float = 0.95,
     limit_bytes: float | None = None,
+    verdict: str = "segmented",
 ) -> dict[str, Any]:
     """Leak verdict inputs for a byte column (RSS, tree RSS, VRAM): slope in MiB/h and more.
 
-    Theil–Sen slope with CI on binned medians after ``warmup_s`` (see ``growth_slope``);
+    ``verdict="segmented"`` (the default): the slope and its interval are
+    :func:`soaklib.analysis.leak.leak_fit`'s (a warm-up, a leak onset, one-time steps and a
+    GC sawtooth found in the data after ``warmup_s``; GLS interval under AR(1) noise); the
+    keys ``warmup_end_s``, ``onset_s`` (seconds from the first sample, None when not found),
+    ``steps`` (``[{t_s, size_mb}]``), ``staircase``, ``sawtooth_period_s``, ``judged_from_s``,
+    ``phi``, ``n_eff`` say what it found. ``verdict="theil-sen"``: the previous verdict, a
+    Theil–Sen slope with CI on binned medians after ``warmup_s`` (see ``growth_slope``).
+    Either way, ``trend``/``plateau``/Kendall come from the Theil–Sen fit;
     ``growth_mb`` = fitted growth over the analysed window, ``raw_growth_mb`` = last − first
     bin median; Kendall tau/p on the bins. ``plateau`` is True when the last third's slope
     CI contains 0 while the first two thirds grew (Kendall tau > 0, p < 0.05): memory rose
@@ -288,6 +297,8 @@ def memory_growth(
         trend = "shrinking"
     else:
         trend = "flat"
+    if verdict not in ("segmented", "theil-sen"):
+        raise ParameterError(f"verdict = {verdict!r}: expected 'segmented' or 'theil-sen'", key="verdict")
     projected = None
     if limit_bytes is not None and not math.isnan(res.slope_per_s):
         level_now = res.intercept + res.slope_per_s * float(tb[-1])
@@ -295,7 +306,7 @@ def memory_growth(
             projected = 0.0
         elif res.slope_per_s > 0:
             projected = (limit_bytes - level_now) / res.slope_per_h
-    return {
+    out = {
         "slope_mb_per_h": res.slope_mb_per_h,
         "slope_low_mb_per_h": res.low_mb_per_h,
         "slope_high_mb_per_h": res.high_mb_per_h,
@@ -312,6 +323,30 @@ def memory_growth(
         "n_bins": res.n_bins,
         "duration_h": res.duration_s / SECONDS_PER_HOUR,
         "method": res.method + "; Kendall tau on the same bins",
+        "verdict": verdict,
+    }
+    if verdict == "segmented":
+        out |= segmented_keys(leak_fit(t, v, confidence=confidence, min_warmup_s=warmup_s), res.method)
+    return out
+
+
+def segmented_keys(fit: LeakFit, trend_method: str) -> dict[str, Any]:
+    """The keys of ``memory_growth`` that come from a :class:`LeakFit` (slopes in MiB/h, times in s)."""
+    return {
+        "slope_mb_per_h": fit.slope_per_h / MIB,
+        "slope_low_mb_per_h": fit.low_per_h / MIB,
+        "slope_high_mb_per_h": fit.high_per_h / MIB,
+        "growth_mb": fit.slope_per_h / MIB * fit.duration_s / SECONDS_PER_HOUR,
+        "warmup_end_s": fit.warmup_end_s,
+        "onset_s": fit.onset_s,
+        "steps": [{"t_s": b.t_s, "size_mb": b.size / MIB} for b in fit.steps],
+        "staircase": fit.staircase,
+        "sawtooth_period_s": fit.sawtooth_period_s,
+        "judged_from_s": fit.judged_from_s,
+        "judged_h": fit.duration_s / SECONDS_PER_HOUR,
+        "phi": fit.phi,
+        "n_eff": fit.n_eff,
+        "method": f"{fit.method}; trend and plateau: {trend_method}, Kendall tau on the same bins",
     }
 
 

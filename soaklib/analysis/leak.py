@@ -234,7 +234,6 @@ def _best_break(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[f
     if n < 2 * MIN_SEGMENT_BINS + 2:
         return None
     X0 = _design(x, steps, hinges, extra)
-    sse0, _ = _sse(X0, y)
     taken = np.searchsorted(x, steps + hinges) if steps or hinges else np.empty(0, dtype=int)
 
     def allowed(i: int, kind: str) -> bool:
@@ -269,6 +268,8 @@ def _best_break(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[f
     phi = _phi(resid, p)
     _, w0, _ = _prais_winsten(X0, y, phi)
     beta1, w1, _ = _prais_winsten(X1, y, phi)
+    if w0 <= 1e-18 * n * (float(np.ptp(y)) ** 2 + 1.0):
+        return kind, tau, size, 0.0  # the model without the break already fits exactly
     if w1 <= 0:
         return kind, tau, size, math.inf
     f = (w0 - w1) / (w1 / max(1, n - p))
@@ -305,7 +306,8 @@ def _since_drop(t: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
     drops = t[1:][d < thr]
     last = np.concatenate(([t[0] - period / 2], drops))
     k = np.searchsorted(last, t, side="right") - 1
-    return (t - last[k]) / SECONDS_PER_HOUR
+    since: np.ndarray = (t - last[k]) / SECONDS_PER_HOUR
+    return since
 
 
 def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: float = 0.0,
