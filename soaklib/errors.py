@@ -16,6 +16,7 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_TARGET = 3
 EXIT_PREFLIGHT = 21
+EXIT_DISK_FULL = 28  # errno ENOSPC
 EXIT_INTERRUPTED = 130
 
 
@@ -136,3 +137,23 @@ class GateFailed(SoakError):
         super().__init__(message, run_dir=run_dir)
         self.run_id = run_id
         self.failing = tuple(failing)
+
+
+class DiskFullError(SoakError):
+    """The disk under the run folder filled during a run (exit 28, errno ENOSPC).
+
+    Sampling stopped and the target was stopped as on Ctrl-C; every part file flushed
+    before it is intact. ``last_flushed_s`` is the run time of the last sample on disk,
+    ``unflushed_samples`` how many could not be written; after freeing space,
+    ``soak analyze RUN_DIR`` writes the partial signoff.
+    """
+
+    exit_code = EXIT_DISK_FULL
+    _fields = ("path", "last_flushed_s", "unflushed_samples", "run_dir")
+
+    def __init__(self, message: str, *, path: str | None = None, last_flushed_s: float | None = None,
+                 unflushed_samples: int = 0, run_dir: str | None = None) -> None:
+        super().__init__(message, run_dir=run_dir)
+        self.path = path
+        self.last_flushed_s = last_flushed_s
+        self.unflushed_samples = unflushed_samples

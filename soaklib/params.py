@@ -114,6 +114,7 @@ class HaltParams:
     command: list[str] | None = param(None, 'argv, for method: command')
     flag: str | None = param(None, 'path, for method: flag (relative = in project_dir)')
     timeout_s: float = param(30.0, 'seconds from halt request to exit before the tree is killed')
+    normal_exit_codes: list[int] = param(factory=lambda: [0, -15], help="exit codes after a requested halt that are the daemon's normal stop (-15: ended by the SIGTERM itself); any other code FAILs the halt")
 
 
 @dataclass
@@ -135,6 +136,7 @@ class SamplingParams:
     error_regex: str = param(r"(?i)\b(error|exception)\b", 'lines counted as errors in the target log')
     traceback_regex: str = param(r"Traceback \(most recent call last\)", 'lines counted as tracebacks')
     watch_dirs: list[str] = param(factory=lambda: ["logs", "watcher_requests"], help='folders (relative to project_dir) whose bytes are sampled')
+    target_log_max_mb: float = param(64.0, "MiB: the run folder's copy of the target's output (target.log) is rotated at this size, keeping its head and latest tail; errors and tracebacks are counted over everything the target wrote")
 
 
 @dataclass
@@ -208,6 +210,7 @@ class SoakParams:
         s = self.sampling
         _require("sampling.interval_s", s.interval_s, s.interval_s > 0, "a number of seconds > 0")
         _require("sampling.flush_s", s.flush_s, s.flush_s > 0, "a number of seconds > 0")
+        _require("sampling.target_log_max_mb", s.target_log_max_mb, s.target_log_max_mb >= 0.01, "MiB >= 0.01")
         _require("target.halt.timeout_s", self.target.halt.timeout_s, self.target.halt.timeout_s > 0, "seconds > 0")
         if self.target.pid is not None and self.target.match is not None:
             raise ParameterError("target.pid and target.match are both set: attach by one of them", key="target")

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -51,19 +52,20 @@ class IncrementalReader:
             except OSError:
                 pass
 
-    def read_lines(self) -> list[str]:
-        """New complete lines since the last call (a partial last line waits for its newline)."""
+    def read_lines(self, *, final: bool = False) -> list[str]:
+        """New complete lines since the last call (a partial last line waits for its newline;
+        ``final``: the writer is gone, so the partial line is a line too)."""
         try:
             st = os.stat(self.path)
         except OSError:
-            return []
+            return self._final() if final else []
         ident = (st.st_dev, st.st_ino)
         if (self._ident is not None and ident != self._ident) or st.st_size < self.offset:
             self.offset, self._partial = 0, b""
             self.rotations += 1
         self._ident = ident
         if st.st_size == self.offset:
-            return []
+            return self._final() if final else []
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
@@ -78,6 +80,10 @@ class IncrementalReader:
             chunks.append(self._partial)
             self._partial = b""
         return [c.rstrip(b"\r").decode("utf-8", errors="replace") for c in chunks]
+
+    def _final(self) -> list[str]:
+        line, self._partial = self._partial, b""
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace")] if line else []
 
 
 class LogScanner:
@@ -104,23 +110,41 @@ class LogScanner:
         self.heuristics = 0
         self.keep_first = keep_first
         self.first_errors: list[str] = []
+        self.bytes_fed = 0  # bytes handed to ``feed`` (a copy of the target's output)
+        self._lock = threading.Lock()  # ``feed`` runs on the copy's thread
+        self._fed_first: list[str] = []
 
     @property
     def bytes_read(self) -> int:
-        return sum(r.bytes_read for r in self.readers)
+        return sum(r.bytes_read for r in self.readers) + self.bytes_fed
 
-    def scan(self) -> list[str]:
+    def feed(self, lines: list[str], n_bytes: int) -> None:
+        """Count lines handed over by a copy of the target's output (any thread)."""
+        with self._lock:
+            self._fed_first += self._count(lines)
+            self.bytes_fed += n_bytes
+
+    def scan(self, *, drain: bool = False) -> list[str]:
         """Read what was appended; returns the error lines newly kept in ``first_errors``.
 
         Each regex first searches the whole new chunk (line-anchored): only a regex that
         matches somewhere is then run line by line, so a quiet log costs one search per
-        regex per sample, not one per line.
+        regex per sample, not one per line. ``drain``: the writers are gone, so read to the
+        end of every file (not at most ``MAX_READ_BYTES``), partial last lines included.
         """
+        with self._lock:
+            new_first, self._fed_first = self._fed_first, []
+            for reader in self.readers:
+                while True:
+                    lines = reader.read_lines(final=drain)
+                    new_first += self._count(lines)
+                    if not (drain and lines):
+                        break
+        return new_first
+
+    def _count(self, lines: list[str]) -> list[str]:
         new_first: list[str] = []
-        for reader in self.readers:
-            lines = reader.read_lines()
-            if not lines:
-                continue
+        if lines:
             chunk = "\n".join(lines)
             error, tb, heur = (
                 pattern if pattern is not None and (pre is None or pre.search(chunk)) else None
@@ -128,7 +152,7 @@ class LogScanner:
                                      (self._heuristic, self._heuristic_pre))
             )
             if error is None and tb is None and heur is None:
-                continue
+                return new_first
             for line in lines:
                 is_error = bool(error is not None and error.search(line))
                 is_tb = bool(tb is not None and tb.search(line))

@@ -7,9 +7,16 @@ drift-free schedule (the lag goes into the next row). The last sample is taken a
 ``duration_s`` exactly. Whatever ends the loop (the end, a hook, a stop event, Ctrl-C, an
 error), the buffered rows are flushed: a recording killed at any moment keeps every sample
 up to its last flush.
+
+A full disk (``ENOSPC`` / ``EDQUOT`` from a flush) ends the loop with
+:class:`~soaklib.errors.DiskFullError`: the parts already written stay as they are, the rows
+that could not be written are counted (``unflushed``), and no further write is tried.
+After the target has exited, :meth:`Recorder.last_words` takes one more sample with every
+source reading to the end of what the target left (its log lines while stopping).
 """
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +27,14 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from soaklib.errors import DiskFullError
 from soaklib.observe.sampler import Sampler
 from soaklib.observe.schedule import Ticker
 from soaklib.parts import PartWriter, read_parts
 
 #: Why a recording ended.
-END_REASONS = ("duration", "samples", "stopped", "hook", "target_exited")
+END_REASONS = ("duration", "samples", "stopped", "hook", "target_exited", "disk_full")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,12 @@ class RecordingEnd:
     parts: int
     max_lag_s: float
     skipped_ticks: int
+    unflushed: int = 0  # samples taken and never written (a full disk)
 
     def to_dict(self) -> dict[str, Any]:
         return {"end_reason": self.reason, "samples_written": self.samples, "parts_written": self.parts,
-                "max_lag_s": self.max_lag_s, "skipped_ticks": self.skipped_ticks}
+                "max_lag_s": self.max_lag_s, "skipped_ticks": self.skipped_ticks,
+                "samples_unflushed": self.unflushed}
 
 
 class Recorder:
@@ -59,15 +70,50 @@ class Recorder:
         self.on_flush = on_flush
         self._pending: list[dict[str, Any]] = []
         self.rows = 0
+        self.last_flushed_t_s: float | None = None  # run time of the last sample on disk
+        self.disk_full: DiskFullError | None = None
+
+    @property
+    def unflushed(self) -> int:
+        """Samples taken and not on disk (after a full disk: lost)."""
+        return len(self._pending) + self.writer.pending
 
     def flush(self) -> None:
-        """Write the buffered rows as a part file (and run ``on_flush``)."""
-        if self._pending:
-            self.writer.extend(self._pending)
-            self.writer.flush()
-            self._pending = []
-        if self.on_flush is not None:
-            self.on_flush()
+        """Write the buffered rows as a part file (and run ``on_flush``); a full disk raises
+        ``DiskFullError`` and every later flush is a no-op."""
+        if self.disk_full is not None:
+            return
+        try:
+            if self._pending:
+                last_t = self._pending[-1].get("t_s")
+                self.writer.extend(self._pending)
+                self._pending = []
+                self.writer.flush()
+                self.last_flushed_t_s = last_t
+            if self.on_flush is not None:
+                self.on_flush()
+        except OSError as e:
+            if e.errno not in DISK_FULL_ERRNOS:
+                raise
+            when = f"{self.last_flushed_t_s:.1f} s" if self.last_flushed_t_s is not None else "none yet"
+            self.disk_full = DiskFullError(
+                f"the disk under {self.folder} is full ({e.strerror}): sampling stopped; the last sample on "
+                f"disk is at {when}, {self.unflushed} sample(s) could not be written",
+                path=str(self.folder), last_flushed_s=self.last_flushed_t_s, unflushed_samples=self.unflushed)
+            raise self.disk_full from None
+
+    def last_words(self, root_pid: int | None) -> dict[str, Any] | None:
+        """One more sample after the target exited, every source reading to the end (flushed).
+
+        None when the disk is full (nothing more can be written).
+        """
+        if self.disk_full is not None:
+            return None
+        row = self.sampler.sample(root_pid, 0.0, final=True)
+        self._pending.append(row)
+        self.rows += 1
+        self.flush()
+        return row
 
     def frame(self) -> pd.DataFrame:
         """Every sample so far: the flushed part files plus the rows not yet flushed."""
@@ -78,8 +124,8 @@ class Recorder:
         return pending if flushed.empty else pd.concat([flushed, pending], ignore_index=True)
 
     def end(self, reason: str) -> RecordingEnd:
-        return RecordingEnd(reason, self.writer.rows_written, self.writer.parts_written, self.ticker.max_lag_s,
-                            self.ticker.skipped)
+        return RecordingEnd("disk_full" if self.disk_full is not None else reason, self.writer.rows_written,
+                            self.writer.parts_written, self.ticker.max_lag_s, self.ticker.skipped, self.unflushed)
 
     def run(self, root_pid: int | None, on_row: Callable[[dict[str, Any]], str | None] | None = None, *,
             duration_s: float | None = None, max_samples: int | None = None,
@@ -121,5 +167,6 @@ class Recorder:
                 else:
                     lag_s = self.ticker.wait(stop_event)  # set: one more sample, then stop
         finally:
-            self.flush()
+            if self.disk_full is None:
+                self.flush()
         return self.end(reason)

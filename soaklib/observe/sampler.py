@@ -54,11 +54,12 @@ class Sampler:
     def _bytes_read(self) -> int:
         return sum(getattr(s, "bytes_read", 0) for s in self.sources)
 
-    def sample(self, root_pid: int | None, lag_s: float = 0.0) -> dict[str, Any]:
-        """One row of every source for the tree of ``root_pid``."""
+    def sample(self, root_pid: int | None, lag_s: float = 0.0, *, final: bool = False) -> dict[str, Any]:
+        """One row of every source for the tree of ``root_pid`` (``final``: the target has
+        exited; sources read everything it left)."""
         start = time.monotonic()
         bytes_before = self._bytes_read()
-        tick = Tick(root_pid, start, self.notes)
+        tick = Tick(root_pid, start, self.notes, final=final)
         row: dict[str, Any] = {"run_id": self.run_id, "host": self.host, "ts": utc_now(), "t_s": start - self.t0,
                                "lag_s": lag_s}
         for source, keys in self._readers:

@@ -50,6 +50,7 @@ class Tick:
     t_mono: float
     notes: dict[str, str]  # metric → first reason it could not be read (shared by all ticks)
     pids: list[int] = field(default_factory=list)  # the target's tree, once the process source read it
+    final: bool = False  # the last words: the target has exited, read everything it left
 
     def metric(self, name: str, keys: Iterable[str], read: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
         """``read()`` restricted to ``keys``; on any error the keys are null and the reason noted once."""
@@ -142,7 +143,11 @@ class LogSource:
     """Error and traceback lines of the target's log, counted incrementally.
 
     ``new_error_lines`` are the error lines the last read kept first (for events);
-    ``heuristics`` counts heuristic-fallback lines when a regex for them is given.
+    ``heuristics`` counts heuristic-fallback lines when a regex for them is given. A log
+    that is a bounded copy of the target's output (:meth:`attach_copy`) is counted as the
+    copy receives it, so the counts cover what the copy drops. ``bytes_read`` is what the
+    last read took in (the copy's bytes are claimed by the sample that reads them); a
+    ``final`` tick reads every file to its end.
     """
 
     name = "logs"
@@ -153,10 +158,17 @@ class LogSource:
         self.scanner = LogScanner(list(paths), error_regex, traceback_regex, heuristic_regex=heuristic_regex,
                                   from_end=from_end)
         self.new_error_lines: list[str] = []
+        self._claimed = self.scanner.bytes_read
+
+    def attach_copy(self, copy: Any) -> None:
+        """Count a :class:`~soaklib.proc.logcopy.LogCopy`'s lines instead of re-reading its file."""
+        path = Path(copy.path).absolute()
+        self.scanner.readers = [r for r in self.scanner.readers if Path(r.path).absolute() != path]
+        copy.attach(self.scanner.feed)
 
     @property
     def bytes_read(self) -> int:
-        return self.scanner.bytes_read
+        return self._claimed
 
     @property
     def heuristics(self) -> int:
@@ -168,7 +180,8 @@ class LogSource:
 
     def read(self, tick: Tick) -> Mapping[str, Any]:
         self.new_error_lines = []
-        self.new_error_lines = self.scanner.scan()
+        self.new_error_lines = self.scanner.scan(drain=tick.final)
+        self._claimed = self.scanner.bytes_read
         return {"log_errors": self.scanner.errors, "log_tracebacks": self.scanner.tracebacks}
 
 

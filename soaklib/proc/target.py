@@ -25,6 +25,7 @@ import psutil
 from soaklib.errors import ParameterError, TargetError
 from soaklib.proc.find import argv_of, find_matching, protected_pids
 from soaklib.proc.group import run_bounded
+from soaklib.proc.logcopy import LogCopy
 from soaklib.store import iso, utc_now
 
 POLL_S = 0.02
@@ -79,11 +80,13 @@ class Target:
     """
 
     def __init__(self, process: psutil.Process, *, popen: subprocess.Popen | None = None,
-                 argv: list[str] | None = None, log_path: Path | None = None) -> None:
+                 argv: list[str] | None = None, log_path: Path | None = None,
+                 log_copy: LogCopy | None = None) -> None:
         self._proc = process
         self._popen = popen
         self.argv = argv if argv is not None else argv_of(process)
         self.log_path = log_path
+        self.log_copy = log_copy  # the bounded copy of its output, when started with log_max_bytes
         self._exit: ExitInfo | None = None
 
     # ------------------------------------------------------------------ construction
@@ -91,10 +94,12 @@ class Target:
     @classmethod
     def start(cls, argv: list[str], *, cwd: str | os.PathLike[str] | None = None,
               env: Mapping[str, str] | None = None,
-              log_path: str | os.PathLike[str] | None = None) -> Target:
+              log_path: str | os.PathLike[str] | None = None, log_max_bytes: int | None = None) -> Target:
         """Start ``argv`` in its own process group, stdout+stderr appended to ``log_path``.
 
-        ``env`` is merged onto ``os.environ``. A missing executable or folder raises
+        With ``log_max_bytes`` the output goes through a pipe into a bounded copy at
+        ``log_path`` (:class:`~soaklib.proc.logcopy.LogCopy`, ``Target.log_copy``) whose
+        lines can be counted as they arrive. ``env`` is merged onto ``os.environ``. A missing executable or folder raises
         ``TargetError`` (exit 3) naming it and how to fix it.
         """
         if not argv or not all(isinstance(a, str) for a in argv):
@@ -110,12 +115,18 @@ class Target:
                               "install it or give its full path in target.command", executable=exe)
         log: Path | None = Path(log_path) if log_path is not None else None
         out: Any = subprocess.DEVNULL
-        if log is not None:
+        copy: LogCopy | None = None
+        if log is not None and log_max_bytes is not None:
+            copy = LogCopy(log, log_max_bytes)
+            out = copy.fileno()
+        elif log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
+        started = False
         try:
             popen = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            started = True
         except FileNotFoundError:
             raise TargetError(f"cannot start the target: executable {exe!r} does not exist"
                               f"{' (relative to ' + str(cwd) + ')' if cwd and not os.path.isabs(exe) else ''}; "
@@ -126,10 +137,14 @@ class Target:
         except OSError as e:
             raise TargetError(f"cannot start the target {argv!r}: {e}", executable=exe) from None
         finally:
-            if log is not None:
+            if copy is not None and started:
+                copy.start()
+            elif copy is not None:
+                copy.abandon()
+            elif log is not None:
                 out.close()
         # Our unreaped child stays visible to psutil (as a zombie at worst) until we wait for it.
-        return cls(psutil.Process(popen.pid), popen=popen, argv=list(argv), log_path=log)
+        return cls(psutil.Process(popen.pid), popen=popen, argv=list(argv), log_path=log, log_copy=copy)
 
     @classmethod
     def attach(cls, pid: int | None = None, match: str | None = None) -> Target:

@@ -20,10 +20,10 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from soaklib.observe.environment import environment
-from soaklib.errors import ProtocolError, TargetError
+from soaklib.errors import DiskFullError, ProtocolError, TargetError
 from soaklib.observe.gpu import GpuReader
 from soaklib.observe.health import HealthProbe
-from soaklib.observe.recorder import Recorder
+from soaklib.observe.recorder import DISK_FULL_ERRNOS, Recorder
 from soaklib.params import SoakParams, to_dict
 from soaklib.parts import compact_parts
 from soaklib.proc.target import Target
@@ -41,6 +41,8 @@ STUB_MODULE = "soaklib.sim.llm_server"
 STUB_START_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 60.0  # without a terminal, a progress line this often
 MIB = 2**20
+LAST_WORDS_TIMEOUT_S = 5.0  # how long the copy of the target's output waits for its last writer
+USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
 
 
 @dataclass
@@ -85,6 +87,8 @@ class _Soak:
         self.ctx: SoakContext | None = None
         self.events = Events(plan.data_dir or plan.run_dir, plan.run_id, time.monotonic(), host=plan.host)
         self.preexisting_halt = [p for p in plan.halt_paths if p.exists()]
+        self.costs: list[tuple[Any, Any, Any]] = []  # (t_s, sample_cost_ms, bytes_read) of each sample
+        self.disk_full: DiskFullError | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -131,7 +135,8 @@ class _Soak:
             self.target = Target.attach(pid=params.target.pid, match=params.target.match)
         else:
             self.target = Target.start(target_argv(params, plan, llm_url), cwd=plan.project_dir,
-                                       env=params.target.env, log_path=log_file)
+                                       env=params.target.env, log_path=log_file,
+                                       log_max_bytes=int(params.sampling.target_log_max_mb * MIB))
         t0 = time.monotonic()
         self.events.t0 = t0
         sampler, self.logs = soak_sampler(
@@ -140,6 +145,8 @@ class _Soak:
             else log_paths(plan.profile, plan.project_dir, log_file), gpu=self.gpu, health=self.health,
             probes=params.probes, host=plan.host,
             processes=self.target.pids() if isinstance(self.target, TargetGroup) else None)
+        if getattr(self.target, "log_copy", None) is not None:  # counted as it arrives, dropped bytes too
+            self.logs.attach_copy(self.target.log_copy)
         recorder = Recorder(sampler, plan.samples_dir, interval_s=params.sampling.interval_s,
                             flush_s=params.sampling.flush_s, t0=t0, on_flush=self.events.flush)
         if self.health is not None:
@@ -167,6 +174,7 @@ class _Soak:
 
         def on_row(row: dict[str, Any]) -> str | None:
             nonlocal last_line
+            self.costs.append((row.get("t_s"), row.get("sample_cost_ms"), row.get("bytes_read")))
             if self.health is not None:
                 for t_mono, kind in self.health.drain_events():
                     ctx.events.add(kind, t_mono - ctx.t0, url=self.health.url,
@@ -232,6 +240,51 @@ class _Soak:
             self.stub.terminate_tree(1.0)
         self.gpu.close()
 
+    def _last_words(self) -> None:
+        """The target has exited: wait for its output's last writer, then sample once more with
+        every reader going to the end, so what it wrote while stopping is counted."""
+        ctx, target = self.ctx, self.target
+        if ctx is None or ctx.recorder is None or target is None or target.is_running() or self.obs.error:
+            return  # (a soak that stopped on an error keeps the samples it had)
+        copy = getattr(target, "log_copy", None)
+        stats = copy.close(LAST_WORDS_TIMEOUT_S) if copy is not None else None
+        if stats is not None and not stats.closed:
+            self.obs.notes.append(f"a process of the target still held its output open {LAST_WORDS_TIMEOUT_S:g} s "
+                                  "after it exited: lines it writes later are not counted")
+        recorder = ctx.recorder
+        reason = str(self.obs.sampling.get("end_reason") or "stopped")
+        if recorder.last_words(target.pid) is not None:
+            for line in self.logs.new_error_lines:
+                ctx.event("log_error", message=line)
+            self.obs.first_error_lines = list(self.logs.first_errors)
+            self.obs.sampling = recorder.end(reason).to_dict() | {"last_words": True}
+
+    def _output_notes(self) -> None:
+        """Notes on the copy of the target's output (dropped bytes) and on the sampler's cost."""
+        target, notes = self.target, self.obs.notes
+        copy = getattr(target, "log_copy", None)
+        if copy is not None:
+            st = copy.stats()
+            self.obs.sampling["target_log"] = dict(vars(st))
+            if st.bytes_dropped:
+                at = f"{st.first_rotation_s:.0f} s" if st.first_rotation_s is not None else "the start"
+                notes.append(f"target.log is a bounded copy: {st.bytes_dropped / MIB:.1f} MiB of the target's "
+                             f"{st.bytes_total / MIB:.1f} MiB of output were dropped from its middle ({st.rotations} "
+                             f"rotation(s) from {at} on, sampling.target_log_max_mb = "
+                             f"{self.params.sampling.target_log_max_mb:g}); error and traceback counts cover all of it")
+            if st.write_error:
+                notes.append(f"the copy of the target's output stopped: {st.write_error}")
+        costs = sorted(float(c) for _, c, _ in self.costs if c is not None)
+        if costs and costs[len(costs) // 2] > USUAL_SAMPLE_COST_MS:
+            first = next((t for t, c, _ in self.costs if c is not None and c > USUAL_SAMPLE_COST_MS), None)
+            most = max((int(b) for _, _, b in self.costs if b is not None), default=0)
+            notes.append(f"the sampler's cost rose above its usual few ms (from {float(first or 0):.0f} s on): "
+                         f"p50 {costs[len(costs) // 2]:.0f} ms, max {costs[-1]:.0f} ms per sample, up to "
+                         f"{most / MIB:.1f} MiB of new log read in one sample")
+        unflushed = int(self.obs.sampling.get("samples_unflushed") or 0)
+        if unflushed:
+            notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
+
     def _reset(self) -> None:
         close = getattr(self.driver, "close", None)  # e.g. soak C restores the operator's files
         if close is not None:
@@ -252,27 +305,68 @@ class _Soak:
                           "target_left_running": bool(target is not None and target.started and target.is_running())}
 
     def finish(self, *, finish_driver: bool) -> None:
-        """Driver finish, stop everything, reset state, write observations.json and the manifest."""
-        obs, plan = self.obs, self.plan
+        """Driver finish, stop everything, the target's last words, reset state, write
+        observations.json and the manifest (on a full disk: what still fits)."""
+        obs = self.obs
         try:
             if self.ctx is not None and finish_driver:
                 self._finish_driver()
         finally:
             self._stop_processes()
+            try:
+                self._last_words()
+            except DiskFullError as e:
+                self.disk_full = self.disk_full or e
             self._reset()
             obs.gpu_notes = list(self.gpu.notes)
             obs.llm = {"url": self.ctx.llm_url if self.ctx else None, "stub": self.stub is not None,
                        "outages": [list(w) for w in self.params.llm.outages]}
+            self._output_notes()
             if self.ctx is not None:
                 self.ctx.event("soak_finished", interrupted=obs.interrupted, message="soak finished")
-            self.events.flush()
-            try:  # one file instead of a part per flush; a crash here leaves the parts valid
-                compact_parts(plan.samples_dir)
+            self._write_end()
+
+    def _write_end(self) -> None:
+        """Events, compaction, observations and manifest; on a full disk, what still fits."""
+        obs, plan = self.obs, self.plan
+        if self.disk_full is None:
+            try:
+                self.events.flush()
+                try:  # one file instead of a part per flush; a crash here leaves the parts valid
+                    compact_parts(plan.samples_dir)
+                except OSError as e:
+                    if e.errno in DISK_FULL_ERRNOS:
+                        raise
+                    obs.notes.append(f"sample part files left as they are (compaction failed: {e})")
+                obs.write(plan.run_dir)
+                partial = obs.interrupted or obs.error is not None
+                finish_manifest(plan.run_dir, complete=not partial, interrupted=obs.interrupted, error=obs.error)
+                return
             except OSError as e:
-                obs.notes.append(f"sample part files left as they are (compaction failed: {e})")
-            obs.write(plan.run_dir)
-            partial = obs.interrupted or obs.error is not None
-            finish_manifest(plan.run_dir, complete=not partial, interrupted=obs.interrupted, error=obs.error)
+                if e.errno not in DISK_FULL_ERRNOS:
+                    raise
+                self.disk_full = disk_full_error(e, plan.run_dir)
+        obs.error = obs.error or f"DiskFullError: {self.disk_full}"
+        for write in (self.events.flush, lambda: obs.write(plan.run_dir),  # no compaction: it needs the space
+                      lambda: finish_manifest(plan.run_dir, complete=False, interrupted=False, error=obs.error)):
+            try:
+                write()
+            except OSError:
+                continue
+
+
+def disk_full_error(err: OSError, run_dir: Path) -> DiskFullError:
+    """The ``DiskFullError`` of an ``ENOSPC`` / ``EDQUOT`` met outside the recorder."""
+    return DiskFullError(f"the disk under {run_dir} is full ({err.strerror}): the soak stopped", path=str(run_dir))
+
+
+def _tell_disk_full(e: DiskFullError, run_dir: Path) -> DiskFullError:
+    """The error's message completed with what to do (one line)."""
+    e.run_dir = str(run_dir)
+    if "soak analyze" not in e.message:
+        e.message = (f"{e.message}; the target was stopped. Free space under {run_dir.parent}, then run: "
+                     f"soak analyze {run_dir}")
+    return e
 
 
 def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, progress: bool = False,
@@ -314,6 +408,18 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         obs.interrupted = True
         if soak.ctx is not None:
             soak.ctx.event("interrupted", message="interrupted (Ctrl-C / SIGTERM): samples flushed, target stopped")
+    except (DiskFullError, OSError) as err:
+        if not isinstance(err, DiskFullError) and err.errno not in DISK_FULL_ERRNOS:
+            obs.error = f"{type(err).__name__}: {err}"
+            soak.finish(finish_driver=False)
+            raise
+        e = err if isinstance(err, DiskFullError) else disk_full_error(err, plan.run_dir)
+        soak.disk_full = e
+        obs.error = f"DiskFullError: {e}"
+        if soak.ctx is not None:
+            soak.ctx.event("disk_full", message=str(e))
+        soak.finish(finish_driver=False)
+        raise _tell_disk_full(e, plan.run_dir) from None
     except ProtocolError as e:
         obs.error = f"ProtocolError: {e}"
         if soak.ctx is not None:
@@ -326,5 +432,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         soak.finish(finish_driver=False)
         raise
     soak.finish(finish_driver=not obs.interrupted)
+    if soak.disk_full is not None:  # the disk filled while the soak was finishing
+        raise _tell_disk_full(soak.disk_full, plan.run_dir)
     return SoakResult(plan.run_id, plan.run_dir, params.soak, obs.interrupted, obs.target_exit,
                       obs.observations, obs.error)
