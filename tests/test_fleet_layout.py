@@ -3,6 +3,7 @@ read unchanged, SQL over both with DuckDB, and the fleet verdict from known-valu
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -14,11 +15,14 @@ from soaklib.errors import ParameterError
 from soaklib.fleet.query import binned_medians, connect, query
 from soaklib.fleet.report import write_fleet_signoff
 from soaklib.fleet.verdict import fleet_verdict, is_fleet
+from soaklib.params import SoakParams, load_params
 from soaklib.parts import PartWriter, check_host, host_folder, scan_parts
 from soaklib.report.signoff import build_signoff
 from soaklib.runs import load_run
 from soaklib.soak.context import EVENT_SCHEMA
+from soaklib.soak.harness import run_soak
 from soaklib.store import start_manifest, write_table
+from tests.conftest import PYTHON, REPO
 from tests.test_signoff import HALTED, make_run
 
 MIB = 2**20
@@ -128,3 +132,19 @@ def test_fleet_verdict_names_the_leaking_hosts_and_fails_the_fleet(tmp_path: Pat
     assert signoff["fleet"]["hosts_failed"] == ["h2", "h4", "h6"] and paths["fleet_leak_curves_png"].stat().st_size
     assert {r["host"] for r in signoff["criteria"]} == {f"h{i}" for i in range(7)}
     assert "h2" in paths["md"].read_text()
+
+
+def test_a_soak_with_host_writes_its_partition_and_names_the_host_in_rows_and_manifest(tmp_path: Path) -> None:
+    params = load_params(SoakParams, overrides={
+        "run_id": "named", "output_dir": str(tmp_path), "duration_s": 2, "warmup_s": 0.5, "host": "rig-7",
+        "sampling": {"interval_s": 0.2, "flush_s": 0.5, "health_interval_s": 0.2, "health_timeout_s": 0.3},
+        "sim": {"poll_s": 0.1}})
+    result = run_soak(params)
+    assert [p.name for p in (result.run_dir / "samples").iterdir()] == ["host=rig-7"]
+    assert (result.run_dir / "events" / "host=rig-7" / "part-00000.parquet").is_file()
+    run = load_run(result.run_dir)
+    assert run.hosts == ["rig-7"] and run.manifest["host"] == "rig-7" and set(run.events["host"]) == {"rig-7"}
+    assert not is_fleet(result.run_dir)  # one host: the single-run signoff
+    bad = subprocess.run([PYTHON, "-m", "soaklib.cli", "watcher", "a", "--host", "../x", "--output-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "host" in bad.stderr
