@@ -108,8 +108,8 @@ def test_memory_growth_reports_the_segmented_verdict_and_keeps_the_previous_one(
     end_s = 15 * 60.0
     t, v = curve(1.0, lambda t: 120.0 * np.minimum(1.0, t / end_s), seed=7)
     df = pd.DataFrame({"t_s": t, "rss_bytes": v})
-    new = memory_growth(df, warmup_s=180.0)  # the fixed 5% cut of a 1 h run
-    old = memory_growth(df, warmup_s=180.0, verdict="theil-sen")
+    new = memory_growth(df, warmup_s=180.0, verdict="segmented")  # the fixed 5% cut of a 1 h run
+    old = memory_growth(df, warmup_s=180.0)
     assert new["verdict"] == "segmented" and old["verdict"] == "theil-sen"
     assert new["warmup_end_s"] == pytest.approx(end_s, rel=0.1) and new["onset_s"] is None
     assert new["slope_low_mb_per_h"] <= 0.0 <= new["slope_high_mb_per_h"]

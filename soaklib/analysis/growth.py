@@ -257,18 +257,18 @@ def memory_growth(
     bin_s: float | None = None,
     confidence: float = 0.95,
     limit_bytes: float | None = None,
-    verdict: str = "segmented",
+    verdict: str = "theil-sen",
 ) -> dict[str, Any]:
     """Leak verdict inputs for a byte column (RSS, tree RSS, VRAM): slope in MiB/h and more.
 
-    ``verdict="segmented"`` (the default): the slope and its interval are
+    ``verdict="segmented"`` (the signoff's memory rows): the slope and its interval are
     :func:`soaklib.analysis.leak.leak_fit`'s (a warm-up, a leak onset, one-time steps and a
     GC sawtooth found in the data after ``warmup_s``; GLS interval under AR(1) noise); the
     keys ``warmup_end_s``, ``onset_s`` (seconds from the first sample, None when not found),
     ``steps`` (``[{t_s, size_mb}]``), ``staircase``, ``sawtooth_period_s``, ``judged_from_s``,
-    ``phi``, ``n_eff`` say what it found. ``verdict="theil-sen"``: the previous verdict, a
-    Theil–Sen slope with CI on binned medians after ``warmup_s`` (see ``growth_slope``).
-    Either way, ``trend``/``plateau``/Kendall come from the Theil–Sen fit;
+    ``phi``, ``n_eff`` say what it found. ``verdict="theil-sen"`` (the default, what an
+    analyst's warm-up slider moves): a Theil–Sen slope with CI on binned medians after
+    ``warmup_s`` (see ``growth_slope``). Either way, ``trend``/``plateau``/Kendall come from the Theil–Sen fit;
     ``growth_mb`` = fitted growth over the analysed window, ``raw_growth_mb`` = last − first
     bin median; Kendall tau/p on the bins. ``plateau`` is True when the last third's slope
     CI contains 0 while the first two thirds grew (Kendall tau > 0, p < 0.05): memory rose
