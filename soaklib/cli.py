@@ -1,7 +1,8 @@
 """The ``soak`` command: parse flags, call one library function, map errors to exit codes.
 
 Exit codes: 0 pass · 1 not clean / FAIL · 2 bad usage or parameters · 3 target not
-started/found (watcher) · 21 preflight failed (multi-provider) · 130 interrupted.
+started/found (watcher) · 21 preflight failed (multi-provider) · 28 disk full (watcher) ·
+130 interrupted.
 """
 from __future__ import annotations
 
@@ -154,10 +155,10 @@ class _SoakType(click.ParamType):  # type: ignore[type-arg]  # generic in the st
 @click.option("--host", default=None, help=_soak_help("host"))
 @click.option("--no-progress", is_flag=True, help="No progress line.")
 def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
-    """Soak a WATCHER daemon; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 target/preflight · 130 interrupted."""
+    """Soak a WATCHER daemon; exit 0 PASS · 1 FAIL · 2 bad parameters · 3 target/preflight · 28 disk full · 130 interrupted."""
 
     def go() -> int:
-        from soaklib.errors import ProtocolError
+        from soaklib.errors import DiskFullError, ProtocolError
         from soaklib.params import SoakParams, load_params
         from soaklib.report.signoff import write_signoff
         from soaklib.soak.harness import run_soak
@@ -166,11 +167,15 @@ def watcher(soak: str, params_file: str | None, sets: tuple[str, ...], no_progre
         params = load_params(SoakParams, params_file, overrides, list(sets))
         try:
             result = run_soak(params, echo=click.echo, progress=not no_progress and sys.stderr.isatty())
-        except ProtocolError as e:
+        except (ProtocolError, DiskFullError) as e:
             run_dir = e.run_dir
             if run_dir and Path(str(run_dir)).is_dir():
-                paths = write_signoff(str(run_dir))
-                click.echo(f"Signoff (partial): {paths['json']}", err=True)
+                try:
+                    paths = write_signoff(str(run_dir))
+                    click.echo(f"Signoff (partial): {paths['json']}", err=True)
+                except OSError:
+                    if not isinstance(e, DiskFullError):
+                        raise
             raise
         paths = write_signoff(result.run_dir)
         click.echo("\nSignoff:")
