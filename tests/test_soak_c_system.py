@@ -180,3 +180,30 @@ def test_parameter_files_plan(tmp_path: Path, name: str) -> None:
     assert p.soak == "csys" and p.targets[0].name == "orchestrator"
     assert plan.reference == name.endswith("_demo.yaml")
     assert p.policies["test_mode"] is True and "auto_approve_in_test_mode" in p.policies
+
+
+def test_an_attached_orchestrator_is_soaked_and_halted(tmp_path: Path) -> None:
+    import subprocess
+
+    from soaklib.watcher.draws import bootstrap_history
+
+    project = tmp_path / "running"
+    project.mkdir()
+    bootstrap_history(project, 200, seed=SEED)
+    proc = subprocess.Popen([sys.executable, "-m", "soaklib.sim.orchestrator", "--project-dir", str(project),
+                             "--daemon", "--no-llm", "--poll-interval", "0.2", "--halt-file", str(project / "agent_halt")],
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        res = run_soak(params(tmp_path, run_id="attached", duration_s=4, project_dir=str(project),
+                              targets=[{"name": "orchestrator", "pid": proc.pid, "halt": {"timeout_s": 5}}],
+                              policies=V1_POLICIES))
+        assert proc.wait(timeout=5) == 0, "the attached orchestrator was halted by SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    o = observations(res.run_dir)
+    assert o["cycles"] >= 2 and o["outcomes"].get("pending_approval", 0) >= 1  # --no-llm: approval requested
+    assert o["halts"][0]["name"] == "orchestrator" and o["halts"][0]["halt_s"] is not None
+    rows, _ = signoff(res.run_dir)
+    assert rows["orchestrator_memory_growth_mb"]["observed"] is not None
