@@ -70,13 +70,28 @@ def rows(view: Any) -> dict[str, dict[str, Any]]:
 
 def test_the_default_view_matches_the_signoff(runs: dict[str, Path]) -> None:
     run = load_run(runs["late"])
-    e = soaklib.explore(run)
-    signoff = {r["metric"]: r for r in build_signoff(run)["criteria"]}
+    signoff = build_signoff(run)
+    method = (signoff["analysis"]["tree_rss"] or {}).get("verdict") or "theil-sen"  # what the signoff used
+    e = soaklib.explore(run, method=method)
+    by_metric = {r["metric"]: r for r in signoff["criteria"]}
     view = rows(e.views[0])
     for metric in ("memory_slope_mb_per_h", "memory_growth_mb"):
-        assert view[metric]["observed"] == pytest.approx(signoff[metric]["observed"], rel=1e-9)
-        assert view[metric]["status"] == signoff[metric]["status"]
-    assert e.views[0].status() != "FAIL"  # Theil–Sen over the whole run: the late leak does not dominate
+        assert view[metric]["observed"] == pytest.approx(by_metric[metric]["observed"], rel=1e-9)
+        assert view[metric]["status"] == by_metric[metric]["status"]
+
+
+def test_without_a_written_signoff_the_slider_moves_a_theil_sen_fit(runs: dict[str, Path]) -> None:
+    e = explore(runs["late"])
+    assert e.methods == ["theil-sen"] and e.views[0].method == "theil-sen"
+    assert e.views[0].status() != "FAIL"  # over the whole run the late leak does not dominate the median slope
+
+
+def test_the_segmented_fit_finds_the_late_leak_in_the_whole_run(runs: dict[str, Path]) -> None:
+    v = explore(runs["late"], method="segmented", widget=False).views[0]
+    assert v.method == "segmented" and v.status() == "FAIL"
+    assert v.slope_mb_per_h == pytest.approx(400.0, rel=0.02)
+    with pytest.raises(ParameterError, match="method"):
+        explore(runs["late"], method="ols")
 
 
 def test_selecting_the_late_window_flips_the_row_to_fail(runs: dict[str, Path]) -> None:

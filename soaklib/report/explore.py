@@ -12,7 +12,8 @@ that density from the full data (:mod:`soaklib.report.explore_series`). A warm-u
 and a window selector recompute the memory slope, its 95% interval and the verdict rows
 (``memory_slope_mb_per_h``, ``memory_growth_mb``) with the functions the signoff uses:
 ``memory_growth`` on the live samples of the window after the warm-up, then ``evaluate``
-with the run's criteria, overrides and the slope's interval. ``Explorer.views`` holds the
+with the run's criteria, overrides and the slope's interval, by the memory method of the
+run's signoff (Theil–Sen, or the segmented leak fit). ``Explorer.views`` holds the
 result per run; ``set_warmup``, ``set_window`` and ``zoom`` are what the widgets call.
 """
 from __future__ import annotations
@@ -60,6 +61,7 @@ class View:
     n_samples: int
     rows: list[CriterionRow]
     verdict: str  # of the memory rows: PASS / FAIL (WARN rows do not fail), as the signoff decides
+    method: str = "theil-sen"  # memory_growth's verdict method: theil-sen or segmented
 
     def status(self, metric: str = "memory_slope_mb_per_h") -> str | None:
         return next((r["status"] for r in self.rows if r["metric"] == metric), None)
@@ -69,7 +71,14 @@ def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float) -> View:
+def signoff_method(run: Run) -> str:
+    """The memory method of the run's written signoff (``memory_growth``'s ``verdict``), else Theil–Sen."""
+    a = (run.signoff or {}).get("analysis") or {}
+    mem = a.get("tree_rss") or a.get("rss") or {}
+    return str(mem.get("verdict") or "theil-sen")
+
+
+def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float, method: str = "theil-sen") -> View:
     """The memory rows of a run's window, computed as the signoff computes them (see the module docstring)."""
     from soaklib.soak.observers import alive_samples, memory_intervals, run_criteria, run_params, soak_of
 
@@ -81,7 +90,7 @@ def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float) ->
     span_s = float(window["t_s"].max() - window["t_s"].min()) if len(window) > 1 else 0.0
     a: dict[str, Any] = {"duration_h": span_s / 3600.0}
     for key, col in (("tree_rss", "tree_rss_bytes"), ("rss", "rss_bytes")):
-        a[key] = (memory_growth(alive, col, warmup_s=warmup_s)
+        a[key] = (memory_growth(alive, col, warmup_s=warmup_s, verdict=method)
                   if col in alive and alive[col].notna().any() else None)
     mem = a.get("tree_rss") or a.get("rss")
     slope = _finite(mem["slope_mb_per_h"]) if mem else None
@@ -96,7 +105,7 @@ def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float) ->
                     overrides=run_params(run).get("criteria") or None, intervals=memory_intervals(a))
     return View(data.name, warmup_s, t_lo_s, t_hi_s, slope, _finite(mem["slope_low_mb_per_h"]) if mem else None,
                 _finite(mem["slope_high_mb_per_h"]) if mem else None, int(mem["n_samples"]) if mem else 0,
-                rows, verdict(rows) if rows else "FAIL")
+                rows, verdict(rows) if rows else "FAIL", method)
 
 
 def _default_warmup(data: RunData) -> float:
@@ -111,7 +120,8 @@ def _default_warmup(data: RunData) -> float:
 class Explorer:
     """The interactive view; ``figure`` (plotly), ``widget`` (ipywidgets, in a kernel), ``views`` (per run)."""
 
-    def __init__(self, runs: Sequence[Run], *, max_points: int = MAX_POINTS, widget: bool = True) -> None:
+    def __init__(self, runs: Sequence[Run], *, max_points: int = MAX_POINTS, widget: bool = True,
+                 method: str | None = None) -> None:
         if not runs:
             raise ParameterError("explore: no run given", key="run_or_runs")
         self.data = [run_data(r, self._name(r, i, runs)) for i, r in enumerate(runs)]
@@ -119,6 +129,10 @@ class Explorer:
             raise ParameterError(f"explore: {', '.join(d.name for d in self.data)} has no samples or jobs to draw "
                                  "(explore shows soak, monitor and multi-provider runs)", key="run_or_runs")
         self.max_points = max_points
+        if method not in (None, "theil-sen", "segmented"):
+            raise ParameterError(f"method = {method!r}: expected theil-sen, segmented or None (as the signoff)",
+                                 key="method", value=method)
+        self.methods = [method or signoff_method(d.run) for d in self.data]
         self.panels = panels_with_data(self.data)
         self.span_s = max(float(d.t_s[-1]) for d in self.data if d.t_s.size)
         self.unit_s, self.unit = time_unit(self.span_s)
@@ -234,7 +248,8 @@ class Explorer:
 
     def _recompute(self) -> list[View]:
         t_lo, t_hi = self.window_s
-        self.views = [memory_view(d, self.warmup_s, t_lo, t_hi) for d in self.data if d.t_s.size and not d.lane]
+        self.views = [memory_view(d, self.warmup_s, t_lo, t_hi, m) for d, m in zip(self.data, self.methods)
+                      if d.t_s.size and not d.lane]
         self._redraw_overlays()
         if getattr(self, "widget", None) is not None:
             self._syncing = True  # the sliders follow a call made from Python, without calling back
@@ -357,11 +372,15 @@ class Explorer:
 
 
 def explore(run_or_runs: Run | str | os.PathLike[str] | Sequence[Run | str | os.PathLike[str]], *,
-            max_points: int = MAX_POINTS, widget: bool = True) -> Explorer:
+            max_points: int = MAX_POINTS, widget: bool = True, method: str | None = None) -> Explorer:
     """An interactive view of one run or several overlaid (runs, run folders or signoff JSON paths).
 
     In Jupyter the result displays as the widget (sliders, verdict rows, the figure);
-    ``widget=False`` builds only the plotly figure (no ipywidgets), e.g. for a script."""
+    ``widget=False`` builds only the plotly figure (no ipywidgets), e.g. for a script.
+    ``method`` is ``memory_growth``'s verdict method for the memory rows: ``theil-sen``
+    (a slope on binned medians after the warm-up), ``segmented`` (the leak fit: warm-up
+    end, onset and steps found in the data, ``warmup_s`` as its least warm-up), or None:
+    the method of the run's written signoff (Theil–Sen when it has none)."""
     items = [run_or_runs] if isinstance(run_or_runs, (Run, str, os.PathLike)) else list(run_or_runs)
     runs = [r if isinstance(r, Run) else load_run(r) for r in items]
-    return Explorer(runs, max_points=max_points, widget=widget)
+    return Explorer(runs, max_points=max_points, widget=widget, method=method)
