@@ -41,7 +41,8 @@ def signoff(run_dir: Path) -> tuple[dict[str, dict[str, Any]], str]:
 
 
 def observations(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "observations.json").read_text())["observations"]
+    data: dict[str, Any] = json.loads((run_dir / "observations.json").read_text())["observations"]
+    return data
 
 
 def operator_project(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:

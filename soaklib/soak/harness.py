@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import urlparse
 
 from soaklib.observe.environment import environment
@@ -130,7 +130,7 @@ class _Soak:
         if before is not None:
             before(params, plan, self.echo)
         if params.targets:  # several named processes, each sampled as its own tree
-            self.target = TargetGroup.start(process_specs(params, plan, llm_url))  # type: ignore[assignment]
+            self.target = cast(Target, TargetGroup.start(process_specs(params, plan, llm_url)))  # reads as one
         elif params.target.pid is not None or params.target.match is not None:
             self.target = Target.attach(pid=params.target.pid, match=params.target.match)
         else:

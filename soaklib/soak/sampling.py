@@ -1,9 +1,8 @@
 """What a soak samples: the metric sources of a WATCHER soak, composed from its parameters."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Iterable
 
 import pyarrow as pa
 

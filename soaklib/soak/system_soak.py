@@ -18,7 +18,7 @@ from soaklib.analysis.units import format_value as v
 from soaklib.runs import Run
 from soaklib.soak.drivers.system_loop import SystemLoopSoak
 from soaklib.soak.registry import SoakType
-from soaklib.soak.system import process_criteria, observe_processes
+from soaklib.soak.system import observe_processes, process_criteria
 
 HOUR = 3600.0
 DEFAULT_NAMES = ("orchestrator", "watcher")

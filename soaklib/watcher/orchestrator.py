@@ -55,6 +55,10 @@ def _time(text: Any) -> datetime | None:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
+def _obj(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
 @dataclass(frozen=True)
 class Cycle:
     """One line of the cycle history."""
@@ -83,10 +87,8 @@ class Cycle:
             return None
         if not isinstance(d, dict) or not isinstance(d.get("cycle_id"), str):
             return None
-        steps = d.get("steps") if isinstance(d.get("steps"), dict) else {}
-        diag = steps.get("diagnostics") if isinstance(steps.get("diagnostics"), dict) else {}
-        trig = steps.get("triggers") if isinstance(steps.get("triggers"), dict) else {}
-        llm = steps.get("llm_analysis") if isinstance(steps.get("llm_analysis"), dict) else {}
+        steps = _obj(d.get("steps"))
+        diag, trig, llm = _obj(steps.get("diagnostics")), _obj(steps.get("triggers")), _obj(steps.get("llm_analysis"))
         draw_id = diag.get("draw_id")
         return cls(d["cycle_id"], str(d.get("outcome") or "unknown"), _time(d.get("started_at")),
                    _time(d.get("completed_at")), str(draw_id) if draw_id is not None else None,

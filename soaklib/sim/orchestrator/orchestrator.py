@@ -262,7 +262,7 @@ class Orchestrator:
                     self.clear_flag()
                     log.info("Cycle complete: %s", result.get("outcome", "unknown"))
                 time.sleep(poll)
-            except Exception as e:  # noqa: BLE001 - as the real daemon: log and go on
+            except Exception as e:
                 log.error("Daemon error: %s", e)
                 time.sleep(poll)
         log.info("Daemon stopped")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from soaklib.sim.watcher.protocol import atomic_write_json
 
@@ -70,7 +71,7 @@ class Approvals:
             try:
                 self.run_steps([int(s) for s in steps])
                 status = "completed_by_watcher"
-            except Exception as e:  # noqa: BLE001 - archived as failed, the daemon goes on
+            except Exception as e:
                 log.error("[WATCHER][APPROVAL] Pipeline failed: %s", e)
                 status = "failed_by_watcher"
             self._archive(request, path, status)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -74,8 +75,8 @@ def orchestrator_poll_s(params: SoakParams, policies: dict[str, Any]) -> float:
                 return float(argv[argv.index(flag) + 1])
         if "poll_interval" in p.sim:
             return float(p.sim["poll_interval"])
-    settings = policies.get("daemon_settings") if isinstance(policies.get("daemon_settings"), dict) else {}
-    return float(settings.get("poll_interval_seconds", REAL_POLL_S))
+    settings = policies.get("daemon_settings")
+    return float((settings if isinstance(settings, dict) else {}).get("poll_interval_seconds", REAL_POLL_S))
 
 
 class SystemLoopSoak:
@@ -193,7 +194,7 @@ class SystemLoopSoak:
                 return
             try:
                 new = inject_draws(ctx.project_dir, count, seed=inj.seed, mod=inj.mod, prng=inj.prng)
-            except Exception as e:  # noqa: BLE001 - recorded and judged, the soak goes on
+            except Exception as e:
                 self.injection_errors.append(f"{type(e).__name__}: {e}")
                 ctx.event("injection_failed", message=f"draw injection failed: {e}")
                 return
