@@ -132,17 +132,16 @@ def test_fleet_soak_a_on_three_workers_fails_on_the_planted_leak_and_names_its_h
     assert again.returncode == 1 and "Fleet signoff" in again.stdout
 
 
-def test_a_host_without_a_worker_is_a_fail_row_with_the_reason_and_the_others_run(
-        cluster: Cluster, tmp_path: Path) -> None:
+def test_a_host_without_a_worker_is_a_fail_row_with_the_reason_not_a_hang(cluster: Cluster, tmp_path: Path) -> None:
     t0 = time.monotonic()
-    out = soak_cli("fleet", "a", "--executor", cluster.executor, "--hosts", "h1,nowhere", "--run-id", "gap",
+    out = soak_cli("fleet", "a", "--executor", cluster.executor, "--hosts", "nowhere", "--run-id", "gap",
                    "--output-dir", str(tmp_path), *FAST)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 30
     signoff = json.loads((tmp_path / "gap.json").read_text())
     missing = signoff["hosts"]["nowhere"]
     assert missing["verdict"] == "FAIL" and "no Dask worker named 'nowhere'" in missing["reason"]
-    assert signoff["hosts"]["h1"]["verdict"] == "PASS"
+    assert [r["metric"] for r in missing["criteria"]] == ["host_soak"]
 
 
 def test_a_worker_lost_mid_soak_is_that_hosts_fail_row_and_the_other_hosts_data_stay(

@@ -14,6 +14,7 @@ import pytest
 from soaklib.errors import ParameterError
 from soaklib.fleet.query import binned_medians, connect, query
 from soaklib.fleet.report import write_fleet_signoff
+from soaklib.fleet.soaks import run_fleet
 from soaklib.fleet.verdict import fleet_verdict, is_fleet
 from soaklib.params import SoakParams, load_params
 from soaklib.parts import PartWriter, check_host, host_folder, scan_parts
@@ -148,3 +149,21 @@ def test_a_soak_with_host_writes_its_partition_and_names_the_host_in_rows_and_ma
     bad = subprocess.run([PYTHON, "-m", "soaklib.cli", "watcher", "a", "--host", "../x", "--output-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "host" in bad.stderr
+
+
+def test_a_local_fleet_runs_each_hosts_soak_here_into_one_run(tmp_path: Path) -> None:
+    base = load_params(SoakParams, overrides={
+        "output_dir": str(tmp_path), "duration_s": 3, "warmup_s": 0.5,
+        "sampling": {"interval_s": 0.2, "flush_s": 0.5, "health_interval_s": 0.2, "health_timeout_s": 0.3},
+        "sim": {"poll_s": 0.1}})
+    run = run_fleet("a", ["p1", "p2"], base, executor="local", run_id="loc",
+                    per_host={"p2": {"sim": {"leak_mb_per_h": 72000.0}}})
+    assert [(h.host, h.status) for h in run.hosts] == [("p1", "OK"), ("p2", "OK")]
+    assert sorted(p.name for p in (run.run_dir / "hosts").iterdir()) == ["p1", "p2"]
+    fv = fleet_verdict(run.run_dir)
+    assert fv.verdict == "FAIL" and fv.host("p1").verdict == "PASS" and fv.host("p2").verdict == "FAIL"
+    assert {r["metric"]: r["status"] for r in fv.host("p2").criteria}["memory_slope_mb_per_h"] == "FAIL"
+    with pytest.raises(ParameterError, match="already exists"):
+        run_fleet("a", ["p1"], base, run_id="loc")
+    with pytest.raises(ParameterError, match="not in --hosts"):
+        run_fleet("a", ["p1"], base, run_id="other", per_host={"p9": {}})
