@@ -156,9 +156,11 @@ def test_a_local_fleet_runs_each_hosts_soak_here_into_one_run(tmp_path: Path) ->
         "output_dir": str(tmp_path), "duration_s": 3, "warmup_s": 0.5,
         "sampling": {"interval_s": 0.2, "flush_s": 0.5, "health_interval_s": 0.2, "health_timeout_s": 0.3},
         "sim": {"poll_s": 0.1}})
+    lines: list[str] = []
     run = run_fleet("a", ["p1", "p2"], base, executor="local", run_id="loc",
-                    per_host={"p2": {"sim": {"leak_mb_per_h": 72000.0}}})
+                    per_host={"p2": {"sim": {"leak_mb_per_h": 72000.0}}}, echo=lines.append)
     assert [(h.host, h.status) for h in run.hosts] == [("p1", "OK"), ("p2", "OK")]
+    assert any(line.startswith("[p2] soak a: run p2") for line in lines), lines  # each host's progress
     assert sorted(p.name for p in (run.run_dir / "hosts").iterdir()) == ["p1", "p2"]
     fv = fleet_verdict(run.run_dir)
     assert fv.verdict == "FAIL" and fv.host("p1").verdict == "PASS" and fv.host("p2").verdict == "FAIL"

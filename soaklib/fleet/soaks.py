@@ -78,7 +78,8 @@ def host_params(base: SoakParams, host: str, fleet_dir: Path, overrides: Mapping
 
 
 def soak_on_host(params: dict[str, Any], data_dir: str, *, topic: str | None = None,
-                 stop_name: str | None = None, stop: threading.Event | None = None) -> HostOutcome:
+                 stop_name: str | None = None, stop: threading.Event | None = None,
+                 say: Callable[[str], None] | None = None) -> HostOutcome:
     """Run one host's soak here (in a Dask worker or a local thread) and say how it ended;
     ``stop`` (local) or the distributed Event ``stop_name`` (Dask) ends it early (Ctrl-C).
 
@@ -91,7 +92,7 @@ def soak_on_host(params: dict[str, Any], data_dir: str, *, topic: str | None = N
     with _REGISTRY_LOCK:
         registry.get(str(params.get("soak")))
     stop = stop or threading.Event()
-    echo: Callable[[str], None] = lambda line: None  # noqa: E731
+    echo: Callable[[str], None] = (lambda line: say(f"[{host}] {line}")) if say else (lambda line: None)
     done = threading.Event()
     worker = None
     if topic is not None:
@@ -181,7 +182,7 @@ def _run_local(params: dict[str, dict[str, Any]], fleet_dir: Path, deadline_s: f
     out: dict[str, HostOutcome] = {}
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=len(params), thread_name_prefix="fleet") as pool:
-        futures = {pool.submit(soak_on_host, p, str(fleet_dir), stop=stop): h for h, p in params.items()}
+        futures = {pool.submit(soak_on_host, p, str(fleet_dir), stop=stop, say=say): h for h, p in params.items()}
         pending = set(futures)
         end = time.monotonic() + deadline_s
         try:
