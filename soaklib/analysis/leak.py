@@ -89,6 +89,8 @@ class LeakFit:
     bin_s: float
     phi: float  # lag-1 autocorrelation of the residuals (bias-corrected), as used
     n_eff: float  # effective sample size of the judged window
+    level_end: float = math.nan  # the fitted value at the last point (steps, onsets, sawtooth phase included)
+    level_end_se: float = math.nan  # its standard error
     breaks: tuple[Break, ...] = field(default_factory=tuple)
     staircase: bool = False
     sawtooth_period_s: float | None = None
@@ -277,14 +279,14 @@ def _best_break(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[f
 
 
 def _slope_interval(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[float],
-                    extra: np.ndarray | None, confidence: float) -> tuple[float, float, float, float, float, float]:
+                    extra: np.ndarray | None, confidence: float) -> tuple[float, ...]:
     """(slope at the end, low, high, intercept, φ, n_eff) per unit of x: least squares, AR(1)-inflated interval.
 
     The slope at the end is the line's slope plus every hinge's change of slope."""
     X = _design(x, steps, hinges, extra)
     n, p = X.shape
     if n < p + 2 or np.ptp(x) <= 0:
-        return (math.nan,) * 6
+        return (math.nan,) * 8
     _, ols = _sse(X, y)
     phi = _phi(y - X @ ols, p)
     beta, sse, inv = _prais_winsten(X, y, phi)
@@ -295,7 +297,9 @@ def _slope_interval(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: li
     se = math.sqrt(max(0.0, float(c @ cov @ c)))
     q = float(stats.t.ppf(0.5 + confidence / 2, n - p))
     b = float(c @ beta)
-    return b, b - q * se, b + q * se, float(beta[0]), phi, n_eff
+    last = X[-1]
+    level_se = math.sqrt(max(0.0, float(last @ cov @ last)))
+    return b, b - q * se, b + q * se, float(beta[0]), phi, n_eff, float(last @ beta), level_se
 
 
 def _since_drop(t: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
@@ -365,7 +369,7 @@ def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: f
     staircase = len(sizes) >= 2 and min(sizes) >= STAIR_RATIO * max(sizes)
     judged_steps = [] if staircase else steps
     xs, ys = x[start:], y[start:]
-    b, lo, hi, a, phi, n_eff = _slope_interval(xs, ys, judged_steps, hinges,
+    b, lo, hi, a, phi, n_eff, level_end, level_end_se = _slope_interval(xs, ys, judged_steps, hinges,
                                                ub[start:] if ub is not None else None, confidence)
     if hinges:
         start = int(np.searchsorted(x, max(hinges)))
@@ -378,7 +382,7 @@ def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: f
         judged_from_s=judged_from_h * SECONDS_PER_HOUR,
         duration_s=float((xs[-1] - xs[0]) * SECONDS_PER_HOUR) if xs.size else 0.0,
         span_s=span, t0_s=t0, n_samples=int(t.size), n_bins=int(tb.size), bin_s=bin_s,
-        phi=phi, n_eff=n_eff, breaks=tuple(breaks), staircase=staircase,
+        phi=phi, n_eff=n_eff, level_end=level_end, level_end_se=level_end_se, breaks=tuple(breaks), staircase=staircase,
         sawtooth_period_s=period, confidence=confidence, method=method,
     )
 
