@@ -213,6 +213,37 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8"))
 
 
+RESERVE = ".disk-reserve"  # held in a run folder while it records; freed to write its end on a full disk
+
+
+def reserve_space(run_dir: str | os.PathLike[str], n_bytes: int) -> Path | None:
+    """Hold ``n_bytes`` of the run folder's disk in a hidden file (written, so really taken).
+
+    When the disk fills during the run, :func:`release_space` gives them back for the
+    run's last files (observations, manifest, signoff). None when even this does not fit.
+    """
+    path = Path(run_dir) / RESERVE
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * n_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def release_space(run_dir: str | os.PathLike[str]) -> bool:
+    """Free the space :func:`reserve_space` held; True when there was a reserve."""
+    path = Path(run_dir) / RESERVE
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """A JSON object file; None when it does not exist or is not a readable JSON object."""
     try:

@@ -17,6 +17,7 @@ source reading to the end of what the target left (its log lines while stopping)
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -96,10 +97,11 @@ class Recorder:
             if e.errno not in DISK_FULL_ERRNOS:
                 raise
             when = f"{self.last_flushed_t_s:.1f} s" if self.last_flushed_t_s is not None else "none yet"
+            last_s = round(self.last_flushed_t_s, 1) if self.last_flushed_t_s is not None else None
             self.disk_full = DiskFullError(
-                f"the disk under {self.folder} is full ({e.strerror}): sampling stopped; the last sample on "
-                f"disk is at {when}, {self.unflushed} sample(s) could not be written",
-                path=str(self.folder), last_flushed_s=self.last_flushed_t_s, unflushed_samples=self.unflushed)
+                f"the disk under {self.folder} is full ({os.strerror(e.errno or errno.ENOSPC)}): sampling stopped; "
+                f"the last sample on disk is at {when}, {self.unflushed} sample(s) could not be written",
+                path=str(self.folder), last_flushed_s=last_s, unflushed_samples=self.unflushed)
             raise self.disk_full from None
 
     def last_words(self, root_pid: int | None) -> dict[str, Any] | None:

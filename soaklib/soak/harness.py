@@ -11,6 +11,8 @@ and writes ``observations.json``. The signoff is computed from the run folder al
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import threading
 import time
@@ -34,7 +36,14 @@ from soaklib.soak.context import Driver, Events, JSONObject, SoakContext, SoakOb
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
 from soaklib.soak.system import process_log, process_specs
-from soaklib.store import finish_manifest, start_manifest
+from soaklib.store import (
+    MANIFEST,
+    atomic_write_json,
+    finish_manifest,
+    release_space,
+    reserve_space,
+    start_manifest,
+)
 from soaklib.watcher.protocol import log_paths
 
 STUB_MODULE = "soaklib.sim.llm_server"
@@ -42,6 +51,7 @@ STUB_START_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 60.0  # without a terminal, a progress line this often
 MIB = 2**20
 LAST_WORDS_TIMEOUT_S = 5.0  # how long the copy of the target's output waits for its last writer
+RESERVE_BYTES = 512 * 1024  # disk held while recording, freed for the run's last files when the disk fills
 USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
 
 
@@ -89,6 +99,8 @@ class _Soak:
         self.preexisting_halt = [p for p in plan.halt_paths if p.exists()]
         self.costs: list[tuple[Any, Any, Any]] = []  # (t_s, sample_cost_ms, bytes_read) of each sample
         self.disk_full: DiskFullError | None = None
+        self.folder_removed = False  # samples were lost with it: the run cannot be complete
+        self.manifest: dict[str, Any] = {}  # as written at the start (rewritten if the run folder vanishes)
 
     # ------------------------------------------------------------------ start
 
@@ -175,6 +187,8 @@ class _Soak:
         def on_row(row: dict[str, Any]) -> str | None:
             nonlocal last_line
             self.costs.append((row.get("t_s"), row.get("sample_cost_ms"), row.get("bytes_read")))
+            if self.manifest and not (self.plan.run_dir / MANIFEST).exists():
+                self._run_folder_removed(row)
             if self.health is not None:
                 for t_mono, kind in self.health.drain_events():
                     ctx.events.add(kind, t_mono - ctx.t0, url=self.health.url,
@@ -239,6 +253,17 @@ class _Soak:
             self.stub.stop(timeout_s=5.0, grace_s=1.0)
             self.stub.terminate_tree(1.0)
         self.gpu.close()
+
+    def _run_folder_removed(self, row: dict[str, Any]) -> None:
+        """Someone removed the run folder: say so, and write its manifest again (what follows is kept)."""
+        at_s = float(row.get("t_s") or 0.0)
+        self.obs.notes.append(f"the run folder was removed during the run (seen at {at_s:.1f} s): the samples "
+                              "written before that are lost; those written after are kept")
+        self.echo(f"soak {self.params.soak}: the run folder {self.plan.run_dir} was removed; writing it again")
+        if self.ctx is not None:
+            self.ctx.event("run_folder_removed", message=f"the run folder was removed (seen at {at_s:.1f} s)")
+        atomic_write_json(self.plan.run_dir / MANIFEST, self.manifest)
+        self.folder_removed = True
 
     def _last_words(self) -> None:
         """The target has exited: wait for its output's last writer, then sample once more with
@@ -329,6 +354,7 @@ class _Soak:
     def _write_end(self) -> None:
         """Events, compaction, observations and manifest; on a full disk, what still fits."""
         obs, plan = self.obs, self.plan
+        release_space(plan.run_dir)
         if self.disk_full is None:
             try:
                 self.events.flush()
@@ -339,7 +365,7 @@ class _Soak:
                         raise
                     obs.notes.append(f"sample part files left as they are (compaction failed: {e})")
                 obs.write(plan.run_dir)
-                partial = obs.interrupted or obs.error is not None
+                partial = obs.interrupted or obs.error is not None or self.folder_removed
                 finish_manifest(plan.run_dir, complete=not partial, interrupted=obs.interrupted, error=obs.error)
                 return
             except OSError as e:
@@ -357,7 +383,8 @@ class _Soak:
 
 def disk_full_error(err: OSError, run_dir: Path) -> DiskFullError:
     """The ``DiskFullError`` of an ``ENOSPC`` / ``EDQUOT`` met outside the recorder."""
-    return DiskFullError(f"the disk under {run_dir} is full ({err.strerror}): the soak stopped", path=str(run_dir))
+    return DiskFullError(f"the disk under {run_dir} is full ({os.strerror(err.errno or errno.ENOSPC)}): the soak "
+                         "stopped", path=str(run_dir))
 
 
 def _tell_disk_full(e: DiskFullError, run_dir: Path) -> DiskFullError:
@@ -394,12 +421,14 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         instance_argv=None if attach else (ref_instance if plan.reference else list(params.target.command or [])),
         check_llm=not plan.start_stub)
     failed = pf.enforce(findings, params.force)
-    start_manifest(plan.run_dir, plan.run_id, f"watcher-{params.soak}", soak=params.soak,
+    manifest = start_manifest(plan.run_dir, plan.run_id, f"watcher-{params.soak}", soak=params.soak,
                    parameters=to_dict(params), environment=environment(), project_dir=str(plan.project_dir),
                    profile=plan.profile.name, reference_daemon=plan.reference,
                    preflight=[f.to_dict() for f in findings], host=plan.host,
                    data_dir=str(plan.data_dir) if plan.data_dir is not None else None)
+    reserve_space(plan.run_dir, RESERVE_BYTES)
     soak = _Soak(params, plan, driver, echo, stop_event or threading.Event(), failed)
+    soak.manifest = manifest
     obs = soak.obs
     try:
         soak.start()
