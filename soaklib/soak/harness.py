@@ -419,8 +419,11 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
     findings = pf.soak_preflight(
         params, plan.project_dir, halt_paths=plan.halt_paths,
         instance_argv=None if attach else (ref_instance if plan.reference else list(params.target.command or [])),
-        check_llm=not plan.start_stub)
+        check_llm=not plan.start_stub, watcher_daemon=not plan.reference)
     failed = pf.enforce(findings, params.force)
+    warnings = [f for f in findings if f.warn]
+    for f in warnings:
+        echo(f"soak {params.soak}: preflight warning: {f.message}" + (f" ({f.fix})" if f.fix else ""))
     manifest = start_manifest(plan.run_dir, plan.run_id, f"watcher-{params.soak}", soak=params.soak,
                    parameters=to_dict(params), environment=environment(), project_dir=str(plan.project_dir),
                    profile=plan.profile.name, reference_daemon=plan.reference,
@@ -430,6 +433,7 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
     soak = _Soak(params, plan, driver, echo, stop_event or threading.Event(), failed)
     soak.manifest = manifest
     obs = soak.obs
+    obs.notes += [f"preflight warning: {f.message}" for f in warnings]
     try:
         soak.start()
         soak.loop(progress)
