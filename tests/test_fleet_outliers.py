@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from soaklib.analysis.outliers import MAD_SCALE, MEANAD_SCALE, outliers, robust_z
+from soaklib.analysis.outliers import MAD_SCALE, Z_CUT, outliers, robust_z
 
 
 def test_modified_z_score_known_values() -> None:
@@ -15,10 +15,15 @@ def test_modified_z_score_known_values() -> None:
     assert [(o.host, o.direction, o.median) for o in found] == [("e", "high", 3.0)]
 
 
-def test_when_most_hosts_are_equal_the_mean_absolute_deviation_stands_in() -> None:
-    values = {"a": 5, "b": 5, "c": 5, "d": 5, "e": 9}  # MAD 0, mean absolute deviation 0.8
-    assert robust_z(values)["e"] == pytest.approx(4 / (MEANAD_SCALE * 0.8))
+def test_when_most_hosts_are_equal_the_floor_of_the_scale_decides() -> None:
+    values = {"a": 5, "b": 5, "c": 5, "d": 5, "e": 9}  # MAD 0
+    assert robust_z(values) == {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": math.inf}
+    assert robust_z(values, min_scale=2.0)["e"] == pytest.approx(2.0)
     assert [o.host for o in outliers(values, "slope")] == ["e"]
+    assert [o.z for o in outliers(values, "slope", min_diff=1.0)] == [pytest.approx(4 * Z_CUT)]
+    assert outliers(values, "slope", min_diff=5.0) == []  # 4 from the rest is less than 5
+    flat_two = {"h1": 0.0, "h2": 0.0, "h3": 36000.0}  # two flat hosts and a leak: the leak is named
+    assert [o.host for o in outliers(flat_two, "memory_slope_mb_per_h", min_diff=1.0)] == ["h3"]
     assert robust_z({"a": 2, "b": 2, "c": 2}) == {"a": 0.0, "b": 0.0, "c": 0.0}
     assert outliers({"a": 2, "b": 2, "c": 2}, "slope") == []
 

@@ -1,13 +1,14 @@
 """Outliers among hosts: the robust z-score of one value per host (a memory slope, an FD trend).
 
 Method (Iglewicz and Hoaglin's modified z-score): ``z = 0.6745 (x - median) / MAD`` with MAD
-the median absolute deviation from the median; ``|z| > 3.5`` is an outlier. When more than
-half the hosts share one value the MAD is 0; the mean absolute deviation stands in
-(``z = (x - median) / (1.2533 MeanAD)``), and when that is 0 too, every host equals the median
-and none is an outlier. A host must also differ from the median by at least ``min_diff`` (in
-the value's unit): on a quiet fleet the spread is tiny, and a fraction of a MiB/h is no
-finding however many MADs it is. Fewer than three finite values: no outliers (nothing to
-stand out against). No I/O.
+the median absolute deviation from the median; ``|z| > 3.5`` is an outlier. A host must also
+differ from the median by at least ``min_diff`` (in the value's unit): on a quiet fleet the
+spread is tiny, and a fraction of a MiB/h is no finding however many MADs it is. The scale
+``MAD / 0.6745`` is therefore floored at ``min_diff / 3.5``, which also settles the case of more
+than half the hosts sharing one value (MAD 0, typically flat slopes of 0): a host is then an
+outlier when it differs from that value by more than ``min_diff``. Without a floor and with
+MAD 0, a host off the median has an infinite z. Fewer than three finite values: no outliers
+(nothing to stand out against). No I/O.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import numpy as np
 
 Z_CUT = 3.5  # Iglewicz & Hoaglin's recommended cut for the modified z-score
 MAD_SCALE = 0.6745  # the 0.75 quantile of the standard normal: MAD / 0.6745 estimates sigma
-MEANAD_SCALE = 1.2533  # sqrt(pi / 2): mean absolute deviation * 1.2533 estimates sigma
 
 
 @dataclass(frozen=True)
@@ -38,23 +38,18 @@ class Outlier:
                 "z": self.z, "direction": self.direction}
 
 
-def robust_z(values: Mapping[str, float]) -> dict[str, float]:
-    """The modified z-score of each host's finite value (see the module docstring); hosts with a
-    non-finite value are left out, and every z is 0 when all values are equal."""
+def robust_z(values: Mapping[str, float], *, min_scale: float = 0.0) -> dict[str, float]:
+    """The modified z-score of each host's finite value with the scale ``max(MAD / 0.6745,
+    min_scale)`` (see the module docstring); hosts with a non-finite value are left out. With a
+    scale of 0 a host at the median has z 0 and any other an infinite z."""
     finite = {h: float(v) for h, v in values.items() if v is not None and math.isfinite(float(v))}
     if not finite:
         return {}
     x = np.array(list(finite.values()), dtype=float)
     med = float(np.median(x))
-    dev = np.abs(x - med)
-    mad = float(np.median(dev))
-    if mad > 0:
-        scale = mad / MAD_SCALE
-    else:
-        mean_ad = float(np.mean(dev))
-        scale = MEANAD_SCALE * mean_ad
+    scale = max(float(np.median(np.abs(x - med))) / MAD_SCALE, float(min_scale))
     if scale == 0:
-        return dict.fromkeys(finite, 0.0)
+        return {h: 0.0 if v == med else math.copysign(math.inf, v - med) for h, v in finite.items()}
     return {h: (v - med) / scale for h, v in finite.items()}
 
 
@@ -67,7 +62,7 @@ def outliers(values: Mapping[str, float], metric: str, *, z_cut: float = Z_CUT, 
         return []
     med = float(np.median(list(finite.values())))
     out = []
-    for host, z in robust_z(finite).items():
+    for host, z in robust_z(finite, min_scale=min_diff / z_cut).items():
         x = finite[host]
         if abs(z) > z_cut and abs(x - med) >= min_diff and (z > 0 or not high_only):
             out.append(Outlier(host, metric, x, med, z, "high" if z > 0 else "low"))

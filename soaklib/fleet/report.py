@@ -14,8 +14,9 @@ MAX_LABELLED = 8  # hosts named in the legend; the rest are grey lines
 
 
 def leak_curves_figure(fv: FleetVerdict) -> Any:
-    """Memory (MiB) of every host against hours on the fleet's bins: outlier and failing hosts
-    in colour with their names, the others thin grey lines. None when there are no bins."""
+    """Memory (MiB) of every host over time on the fleet's bins: outlier and failing hosts in
+    colour with their names; of a large fleet the others are thin grey lines (a fleet of up to
+    ``MAX_LABELLED`` hosts has every host named). None when there are no bins."""
     if fv.bins.empty or "memory_mb" not in fv.bins.columns:
         return None
     import matplotlib
@@ -24,27 +25,37 @@ def leak_curves_figure(fv: FleetVerdict) -> Any:
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
+    from soaklib.report.plots import time_unit
+
     marked = list(dict.fromkeys(fv.outlier_hosts + [h.host for h in fv.hosts if h.verdict != "PASS"]))
+    names = {str(h) for h in fv.bins["host"].unique()}
+    named = set(names) if len(names) <= MAX_LABELLED else set(marked)
+    starts = fv.bins.groupby("host")["t_s"].transform("min")
+    rel = fv.bins["t_s"] - starts
+    scale, unit = time_unit(float(rel.max()) if len(rel) else 0.0)
     fig = Figure(figsize=(9, 4.8))
     ax = fig.subplots()
-    grey: list[tuple[str, list[tuple[float, float]]]] = []
-    coloured: list[tuple[str, list[tuple[float, float]]]] = []
-    for host, g in fv.bins.groupby("host", sort=True):
-        xy = list(zip((g["t_s"] - g["t_s"].min()) / 3600.0, g["memory_mb"]))
-        (coloured if host in marked else grey).append((str(host), xy))
-    if grey:
-        ax.add_collection(LineCollection([xy for _, xy in grey], colors="0.6", linewidths=0.6, alpha=0.5,
-                                         label=f"{len(grey)} other hosts"))
-    for i, (host, xy) in enumerate(coloured):
+    grey: list[list[tuple[float, float]]] = []
+    i = 0
+    for host, g in fv.bins.assign(rel=rel / scale).groupby("host", sort=True):
+        xy = list(zip(g["rel"], g["memory_mb"]))
+        if str(host) not in named:
+            grey.append(xy)
+            continue
+        tags = [t for t, on in (("outlier", host in fv.outlier_hosts), ("FAIL", fv.host(str(host)).verdict != "PASS"))
+                if on]
         xs, ys = zip(*xy)
-        tags = [t for t, on in (("outlier", host in fv.outlier_hosts),
-                                ("FAIL", fv.host(host).verdict != "PASS")) if on]
-        ax.plot(xs, ys, lw=1.8, color=f"C{i % 10}",
-                label=f"{host} ({', '.join(tags)})" if i < MAX_LABELLED else None)
+        ax.plot(xs, ys, lw=1.8 if tags else 1.0, color=f"C{i % 10}",
+                label=f"{host}" + (f" ({', '.join(tags)})" if tags else "") if i < MAX_LABELLED else None)
+        i += 1
+    if grey:
+        ax.add_collection(LineCollection(grey, colors="0.6", linewidths=0.6, alpha=0.5,
+                                         label=f"{len(grey)} other hosts"))
     ax.autoscale()
-    ax.set_xlabel("hours since the host's first sample (after warm-up)")
+    ax.set_xlabel(f"{unit} since the host's first sample (after warm-up)")
     ax.set_ylabel("memory (MB, median per bin)")
-    ax.set_title(f"Leak curves of {len(fv.hosts)} hosts · fleet {fv.verdict}")
+    ax.set_title(f"Leak curves of {len(fv.hosts)} hosts · fleet {fv.verdict}"
+                 + (f" · outliers: {', '.join(fv.outlier_hosts[:MAX_LABELLED])}" if fv.outliers else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
