@@ -99,7 +99,8 @@ class FleetVerdict:
                       "timing_s": self.timing_s,
                       "method": "per-host time-binned medians in DuckDB (<= 500 bins per host); Theil-Sen "
                                 "slopes on the bins; outliers by robust z-score (0.6745 (x - median) / MAD, "
-                                "|z| > 3.5) on the per-host memory and FD slopes"},
+                                "the scale at least 1/3.5 of the unit, |z| > 3.5) on the per-host memory "
+                                "(MiB/h) and FD (per hour) slopes"},
             "hosts": {h.host: h.to_dict() for h in self.hosts},
         }
 
