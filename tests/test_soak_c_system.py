@@ -107,6 +107,10 @@ def test_v1_layout_reports_flags_merged_into_slow_cycles(tmp_path: Path) -> None
     assert o["auto_executed"] >= 1 and rows["dispatches"]["status"] == "PASS"
     assert rows["double_executions"]["status"] == "SKIP" and rows["approvals_stuck"]["status"] == "SKIP"
     assert rows["orchestrator_memory_growth_mb"]["observed"] is not None
+    from soaklib.report.signoff import build_signoff
+
+    assert build_signoff(load_run(res.run_dir))["provenance"]["description"] == \
+        "processes orchestrator (the reference program)"
 
 
 def test_planted_faults_fail_their_rows_with_triage(tmp_path: Path) -> None:

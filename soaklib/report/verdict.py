@@ -200,6 +200,15 @@ def provenance(run: Run, run_length_s: float | None) -> dict[str, Any]:
         description = f"a process attached by pid {pid}" if pid is not None else f"a process attached by match {match!r}"
     else:
         kind, description = "command", f"`{_shell(command or argv or [])}`"
+    processes = [t for t in params.get("targets") or [] if isinstance(t, dict)]
+    if processes:  # several named processes (soak csys): each one named with how it ran
+        def one(t: dict[str, Any]) -> str:
+            if t.get("command"):
+                return f"{t.get('name')} `{_shell(t['command'])}`"
+            if t.get("pid") is not None or t.get("match") is not None:
+                return f"{t.get('name')} attached by {'pid ' + str(t['pid']) if t.get('pid') is not None else 'match'}"
+            return f"{t.get('name')} (the reference program)"
+        description = "processes " + ", ".join(one(t) for t in processes)
     lo, hi = _plan_length(soak)
     interval = float((params.get("sampling") or {}).get("interval_s") or DEFAULT_INTERVAL_S)
     env = m.get("environment") or {}
