@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import Report, parser, table
 from soaklib.analysis.growth import memory_growth
 from soaklib.analysis.leak import leak_fit
+from soaklib.analysis.sequential import FailMonitor
 
 MIB = 2**20
 PASS_MB_H, FAIL_MB_H = 12.5, 50.0
@@ -249,11 +250,53 @@ def cost_table(df: pd.DataFrame, labels: list[str]) -> str:
     return table(["length", *(f"{m} ms/curve" for m in METHODS)], rows)
 
 
+def sequential(per_class: int, length_s: float, flush_s: float, min_spans: tuple[float, ...], seed: int
+               ) -> pd.DataFrame:
+    """stop_on_fail's rule at every flush of each curve: stopped or not, and when."""
+    rows = []
+    for ci, cls in enumerate(HEALTHY + LEAKS):
+        rng = np.random.default_rng([seed, 99, ci])
+        for _ in range(per_class):
+            t, y, _facts = make(cls, length_s, 30.0, rng)
+            row: dict[str, object] = {"class": cls, "leak": cls in LEAKS}
+            for span in min_spans:
+                mon = FailMonitor(PASS_MB_H * MIB, FAIL_MB_H * MIB, min_span_s=span)
+                stop_s = math.nan
+                for end in np.arange(flush_s, length_s + flush_s / 2, flush_s):
+                    keep = t <= end
+                    look = mon.look(t[keep], y[keep] * MIB)
+                    if look is not None and look.stop:
+                        stop_s = float(end)
+                        break
+                row[f"stop_s@{span:g}"] = stop_s
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sequential_table(df: pd.DataFrame, min_spans: tuple[float, ...], length_s: float) -> str:
+    rows = []
+    for cls in HEALTHY + LEAKS:
+        g = df[df["class"] == cls]
+        cells = [cls, "leak" if cls in LEAKS else "healthy", str(len(g))]
+        for span in min_spans:
+            s = g[f"stop_s@{span:g}"]
+            stopped = s.notna()
+            if cls in LEAKS:
+                cells.append(f"{stopped.sum()} stopped, median at {s.median() / 60:.1f} min" if stopped.any()
+                             else "0 stopped")
+            else:
+                cells.append(f"**{stopped.sum()} false stops**" if stopped.any() else "0 false stops")
+        rows.append(cells)
+    heads = [f"decisions from {span / 60:g} min" for span in min_spans]
+    return table(["class", "truth", "runs", *heads], rows)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--per-class", type=int, default=200, help="curves per class and length (30 s sampling)")
     p.add_argument("--per-class-24h", type=int, default=20, help="curves per class of the 24 h subset at 1 Hz")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--per-class-stop", type=int, default=40, help="curves per class for stop_on_fail's rule (2 h)")
     args = p.parse_args()
     n, n24 = (8, 2) if args.quick else (args.per_class, args.per_class_24h)
     lengths = [("30 min", 1800.0, 30.0, n), ("1 h", 3600.0, 30.0, n), ("2 h", 7200.0, 30.0, n),
@@ -274,6 +317,13 @@ def main() -> None:
     rep.add("Warm-up and onset located by the soaklib verdict\n\n" + locate_table(df, labels))
     rep.add("Coverage of the soaklib 95% interval: curves whose interval holds the planted steady-state rate "
             "(staircase: its mean rate)\n\n" + coverage_table(df, labels))
+    n_stop = 2 if args.quick else args.per_class_stop
+    spans = (600.0, 1200.0)
+    wall = time.perf_counter()
+    seq = sequential(n_stop, 7200.0, 60.0, spans, args.seed)
+    rep.add(f"stop_on_fail's sequential rule (α = 0.01 spent over the looks) at every 60 s flush of 2 h curves, "
+            f"decisions from 10 min (the default) and from 20 min (the corpus' longest warm-up); "
+            f"{time.perf_counter() - wall:.0f} s\n\n" + sequential_table(seq, spans, 7200.0))
     rep.add("CPU per curve (median)\n\n" + cost_table(df, labels))
     rep.write(args.markdown)
 
