@@ -90,7 +90,9 @@ def test_v2_layout_counts_cycles_from_the_history_and_judges_each_process(tmp_pa
     assert not (project / "new_draw.flag").exists() and not (project / "pending_approval.json").exists()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                    for p in halted_pids(res.run_dir)), "a process was left behind"
-    assert verdict in ("PASS", "WARN"), {k: r["status"] for k, r in rows.items() if r["status"] != "PASS"}
+    # seconds-long runs judge memory against bounds scaled from 2 h (a fraction of a MiB): left out here
+    assert not {k: r["status"] for k, r in rows.items() if r["status"] != "PASS" and "memory" not in k}
+    assert rows["pending"]["observed"] == 0
 
 
 def test_v1_layout_reports_flags_merged_into_slow_cycles(tmp_path: Path) -> None:

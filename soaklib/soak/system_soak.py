@@ -60,6 +60,9 @@ def base_criteria() -> list[Criterion]:
         Criterion("approvals_stuck", "Approvals: none left pending at the end", "approvals", 0, 0, "eq",
                   optional=True, triage="pending_approval.json stayed pending: the daemon does not poll it, or "
                   "test mode / auto-approval is off in watcher_policies.json."),
+        Criterion("pending", "Request queue: no request left in watcher_requests/ at the end", "requests", 0, 0,
+                  "eq", optional=True, triage="Requests stayed in watcher_requests/: the daemon stopped processing "
+                  "its queue; read the last lines of target-watcher.log."),
         Criterion("heuristic_fallbacks", "Heuristic fallbacks: 0 (fail: > 2, LLM connection issues)", "count",
                   0, 2, "max", triage=_C["heuristic_fallbacks"].triage),
         Criterion("errors", "Errors: 0 tracebacks in the processes' logs", "count", 0, 0, "eq",
