@@ -11,8 +11,7 @@ and writes ``observations.json``. The signoff is computed from the run folder al
 """
 from __future__ import annotations
 
-import errno
-import os
+import contextlib
 import sys
 import threading
 import time
@@ -30,20 +29,14 @@ from soaklib.params import SoakParams, to_dict
 from soaklib.parts import compact_parts
 from soaklib.proc.target import Target
 from soaklib.proc.targets import TargetGroup
+from soaklib.soak import faults
 from soaklib.soak import preflight as pf
 from soaklib.soak import registry
 from soaklib.soak.context import Driver, Events, JSONObject, SoakContext, SoakObservations
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
 from soaklib.soak.system import process_log, process_specs
-from soaklib.store import (
-    MANIFEST,
-    atomic_write_json,
-    finish_manifest,
-    release_space,
-    reserve_space,
-    start_manifest,
-)
+from soaklib.store import MANIFEST, atomic_write_json, finish_manifest, release_space, reserve_space, start_manifest
 from soaklib.watcher.protocol import log_paths
 
 STUB_MODULE = "soaklib.sim.llm_server"
@@ -52,7 +45,6 @@ PROGRESS_EVERY_S = 60.0  # without a terminal, a progress line this often
 MIB = 2**20
 LAST_WORDS_TIMEOUT_S = 5.0  # how long the copy of the target's output waits for its last writer
 RESERVE_BYTES = 512 * 1024  # disk held while recording, freed for the run's last files when the disk fills
-USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
 
 
 @dataclass
@@ -285,30 +277,15 @@ class _Soak:
             self.obs.sampling = recorder.end(reason).to_dict() | {"last_words": True}
 
     def _output_notes(self) -> None:
-        """Notes on the copy of the target's output (dropped bytes) and on the sampler's cost."""
-        target, notes = self.target, self.obs.notes
-        copy = getattr(target, "log_copy", None)
+        """Notes on the copy of the target's output, the sampler's cost and unwritten samples."""
+        copy = getattr(self.target, "log_copy", None)
         if copy is not None:
-            st = copy.stats()
-            self.obs.sampling["target_log"] = dict(vars(st))
-            if st.bytes_dropped:
-                at = f"{st.first_rotation_s:.0f} s" if st.first_rotation_s is not None else "the start"
-                notes.append(f"target.log is a bounded copy: {st.bytes_dropped / MIB:.1f} MiB of the target's "
-                             f"{st.bytes_total / MIB:.1f} MiB of output were dropped from its middle ({st.rotations} "
-                             f"rotation(s) from {at} on, sampling.target_log_max_mb = "
-                             f"{self.params.sampling.target_log_max_mb:g}); error and traceback counts cover all of it")
-            if st.write_error:
-                notes.append(f"the copy of the target's output stopped: {st.write_error}")
-        costs = sorted(float(c) for _, c, _ in self.costs if c is not None)
-        if costs and costs[len(costs) // 2] > USUAL_SAMPLE_COST_MS:
-            first = next((t for t, c, _ in self.costs if c is not None and c > USUAL_SAMPLE_COST_MS), None)
-            most = max((int(b) for _, _, b in self.costs if b is not None), default=0)
-            notes.append(f"the sampler's cost rose above its usual few ms (from {float(first or 0):.0f} s on): "
-                         f"p50 {costs[len(costs) // 2]:.0f} ms, max {costs[-1]:.0f} ms per sample, up to "
-                         f"{most / MIB:.1f} MiB of new log read in one sample")
-        unflushed = int(self.obs.sampling.get("samples_unflushed") or 0)
+            self.obs.sampling["target_log"] = dict(vars(copy.stats()))
+        self.obs.notes += faults.output_notes(self.obs.sampling.get("target_log"),  # type: ignore[arg-type]
+                                              self.params.sampling.target_log_max_mb, self.costs)
+        unflushed = int(self.obs.sampling.get("samples_unflushed") or 0)  # type: ignore[call-overload]
         if unflushed:
-            notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
+            self.obs.notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
 
     def _reset(self) -> None:
         close = getattr(self.driver, "close", None)  # e.g. soak C restores the operator's files
@@ -371,29 +348,12 @@ class _Soak:
             except OSError as e:
                 if e.errno not in DISK_FULL_ERRNOS:
                     raise
-                self.disk_full = disk_full_error(e, plan.run_dir)
+                self.disk_full = faults.as_disk_full(e, plan.run_dir)
         obs.error = obs.error or f"DiskFullError: {self.disk_full}"
         for write in (self.events.flush, lambda: obs.write(plan.run_dir),  # no compaction: it needs the space
                       lambda: finish_manifest(plan.run_dir, complete=False, interrupted=False, error=obs.error)):
-            try:
+            with contextlib.suppress(OSError):
                 write()
-            except OSError:
-                continue
-
-
-def disk_full_error(err: OSError, run_dir: Path) -> DiskFullError:
-    """The ``DiskFullError`` of an ``ENOSPC`` / ``EDQUOT`` met outside the recorder."""
-    return DiskFullError(f"the disk under {run_dir} is full ({os.strerror(err.errno or errno.ENOSPC)}): the soak "
-                         "stopped", path=str(run_dir))
-
-
-def _tell_disk_full(e: DiskFullError, run_dir: Path) -> DiskFullError:
-    """The error's message completed with what to do (one line)."""
-    e.run_dir = str(run_dir)
-    if "soak analyze" not in e.message:
-        e.message = (f"{e.message}; the target was stopped. Free space under {run_dir.parent}, then run: "
-                     f"soak analyze {run_dir}")
-    return e
 
 
 def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, progress: bool = False,
@@ -441,18 +401,6 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         obs.interrupted = True
         if soak.ctx is not None:
             soak.ctx.event("interrupted", message="interrupted (Ctrl-C / SIGTERM): samples flushed, target stopped")
-    except (DiskFullError, OSError) as err:
-        if not isinstance(err, DiskFullError) and err.errno not in DISK_FULL_ERRNOS:
-            obs.error = f"{type(err).__name__}: {err}"
-            soak.finish(finish_driver=False)
-            raise
-        e = err if isinstance(err, DiskFullError) else disk_full_error(err, plan.run_dir)
-        soak.disk_full = e
-        obs.error = f"DiskFullError: {e}"
-        if soak.ctx is not None:
-            soak.ctx.event("disk_full", message=str(e))
-        soak.finish(finish_driver=False)
-        raise _tell_disk_full(e, plan.run_dir) from None
     except ProtocolError as e:
         obs.error = f"ProtocolError: {e}"
         if soak.ctx is not None:
@@ -460,12 +408,19 @@ def run_soak(params: SoakParams, *, echo: Callable[[str], None] | None = None, p
         e.run_dir = e.run_dir or str(plan.run_dir)
         soak.finish(finish_driver=False)
         raise
-    except BaseException as e:
-        obs.error = f"{type(e).__name__}: {e}"
+    except BaseException as err:
+        full = faults.as_disk_full(err, plan.run_dir)  # ENOSPC / EDQUOT, from the recorder or anywhere
+        obs.error = f"{type(full or err).__name__}: {full or err}"
+        if full is not None:
+            soak.disk_full = full
+            if soak.ctx is not None:
+                soak.ctx.event("disk_full", message=str(full))
         soak.finish(finish_driver=False)
+        if full is not None:
+            raise faults.tell_disk_full(full, plan.run_dir) from None
         raise
     soak.finish(finish_driver=not obs.interrupted)
     if soak.disk_full is not None:  # the disk filled while the soak was finishing
-        raise _tell_disk_full(soak.disk_full, plan.run_dir)
+        raise faults.tell_disk_full(soak.disk_full, plan.run_dir)
     return SoakResult(plan.run_id, plan.run_dir, params.soak, obs.interrupted, obs.target_exit,
                       obs.observations, obs.error)

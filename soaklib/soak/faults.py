@@ -1,0 +1,92 @@
+"""What a soak says about faults of the machine and of the target's own output.
+
+Pure helpers used by the harness and the signoff: the halt row judged by the exit code
+after a requested halt, the notes on the bounded copy of the target's output and on the
+sampler's cost, and the one-line error of a full disk.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from soaklib.errors import DiskFullError
+from soaklib.observe.recorder import DISK_FULL_ERRNOS
+
+MIB = 2**20
+USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
+DEFAULT_NORMAL_EXIT_CODES = (0, -15)  # target.halt.normal_exit_codes: exited, or ended by the SIGTERM itself
+HALT_EXIT_TRIAGE = (
+    "The daemon stopped with an exit code that is not its normal stop: read the end of target.log "
+    "(a traceback from the shutdown handler, a failed flush of its state) and fix the stop path; if the "
+    "code is the daemon's normal stop, list it in target.halt.normal_exit_codes."
+)
+
+
+def judge_halt_exit(rows: Sequence[Any], halt: Mapping[str, Any] | None,
+                    normal_codes: Iterable[int] | None = None) -> None:
+    """Make the ``halt_s`` row FAIL (with triage) when the target's exit code after the
+    requested halt is not one of ``normal_codes``; the row's note names the code either way."""
+    if not halt or not halt.get("exited") or halt.get("forced"):
+        return
+    code = halt.get("returncode")
+    if code is None:  # an attached daemon: only its parent can read its exit status
+        return
+    normal = tuple(DEFAULT_NORMAL_EXIT_CODES if normal_codes is None else normal_codes)
+    for row in rows:
+        if row["metric"] != "halt_s":
+            continue
+        if code in normal:
+            row["note"] = "; ".join(x for x in (f"exit code {code} (normal stop)", row["note"]) if x)
+            continue
+        row["status"] = "FAIL"
+        row["note"] = "; ".join(x for x in (f"exit code {code} after the halt request: not the daemon's normal "
+                                            f"stop ({', '.join(map(str, normal))}; target.halt.normal_exit_codes)",
+                                            row["note"]) if x)
+        row["triage"] = " ".join(x for x in (HALT_EXIT_TRIAGE, row["triage"]) if x)
+
+
+def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,
+                 costs: Sequence[tuple[Any, Any, Any]]) -> list[str]:
+    """Notes on the bounded copy of the target's output (what it dropped) and on the
+    sampler's cost when its median rose above its usual figure; ``costs`` are
+    ``(t_s, sample_cost_ms, bytes_read)`` per sample."""
+    notes: list[str] = []
+    st = copy_stats or {}
+    if st.get("bytes_dropped"):
+        first = st.get("first_rotation_s")
+        at = f"{first:.0f} s" if first is not None else "the start"
+        notes.append(f"target.log is a bounded copy: {st['bytes_dropped'] / MIB:.1f} MiB of the target's "
+                     f"{st.get('bytes_total', 0) / MIB:.1f} MiB of output were dropped from its middle "
+                     f"({st.get('rotations')} rotation(s) from {at} on, sampling.target_log_max_mb = "
+                     f"{log_max_mb:g}); error and traceback counts cover all of it")
+    if st.get("write_error"):
+        notes.append(f"the copy of the target's output stopped: {st['write_error']}")
+    ms = sorted(float(c) for _, c, _ in costs if c is not None)
+    if ms and ms[len(ms) // 2] > USUAL_SAMPLE_COST_MS:
+        first_t = next((t for t, c, _ in costs if c is not None and c > USUAL_SAMPLE_COST_MS), None)
+        most = max((int(b) for _, _, b in costs if b is not None), default=0)
+        notes.append(f"the sampler's cost rose above its usual few ms (from {float(first_t or 0):.0f} s on): "
+                     f"p50 {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms per sample, up to "
+                     f"{most / MIB:.1f} MiB of new log read in one sample")
+    return notes
+
+
+def as_disk_full(err: BaseException, run_dir: Path) -> DiskFullError | None:
+    """``err`` as a ``DiskFullError`` when it is one or an ``ENOSPC`` / ``EDQUOT``; else None."""
+    if isinstance(err, DiskFullError):
+        return err
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        return DiskFullError(f"the disk under {run_dir} is full ({os.strerror(err.errno)}): the soak stopped",
+                             path=str(run_dir))
+    return None
+
+
+def tell_disk_full(e: DiskFullError, run_dir: Path) -> DiskFullError:
+    """The error's message completed with what to do next (one line)."""
+    e.run_dir = str(run_dir)
+    if "soak analyze" not in e.message:
+        e.message = (f"{e.message}; the target was stopped. Free space under {run_dir.parent}, then run: "
+                     f"soak analyze {run_dir}")
+    return e
