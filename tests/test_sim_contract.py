@@ -59,3 +59,19 @@ def test_watcher_profiles_and_file_names() -> None:
     assert v2.request_record_prefix == "ch13_request_"
     source = Path(sim_protocol.__file__).read_text(encoding="utf-8")
     assert 'f"ch13_request_{req.request_type}"' in source
+
+
+def test_orchestrator_files_and_outcomes() -> None:
+    from soaklib.sim import orchestrator as sim_orch
+    from soaklib.sim.orchestrator import orchestrator as sim_orch_module
+    from soaklib.sim.watcher import approvals as sim_approvals
+    from soaklib.watcher import orchestrator as client_orch
+
+    files = client_orch.OrchestratorFiles()
+    assert files.cycle_history == sim_orch.CYCLE_HISTORY and files.halt_file == sim_orch.CHAPTER13_HALT
+    assert files.approval_file == sim_orch.APPROVAL_FILE == sim_approvals.APPROVAL_FILE
+    assert files.approval_archive_dir == str(sim_approvals.ARCHIVE_DIR)
+    assert client_orch.APPROVAL_ARCHIVE_PREFIX == sim_approvals.ARCHIVE_PREFIX
+    assert tuple(client_orch.OUTCOMES) == tuple(sim_orch.OUTCOMES)
+    assert files.new_draw_flag == sim_orch_module.NEW_DRAW_FLAG == sim_learning.FLAG_FILE
+    assert sim_orch.GLOBAL_HALT == sim_daemon.V2_HALT_FILE

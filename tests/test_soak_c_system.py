@@ -116,12 +116,14 @@ def test_v1_layout_reports_flags_merged_into_slow_cycles(tmp_path: Path) -> None
 
 
 def test_planted_faults_fail_their_rows_with_triage(tmp_path: Path) -> None:
-    orch = {"name": "orchestrator", "sim": {"poll_interval": 0.2, "keep_flag": True, "raise_every": 3}}
+    orch = {"name": "orchestrator", "sim": {"poll_interval": 0.2, "keep_flag": True, "raise_every": 3,
+                                            "escalate_every": 2, "llm_down": True}}
     res = run_soak(params(tmp_path, run_id="faults", duration_s=5, targets=[orch], policies=V1_POLICIES))
     rows, verdict = signoff(res.run_dir)
     assert verdict == "FAIL"
     for metric, word in (("cycles_without_new_draws", "new_draw.flag"), ("cycle_errors", "error"),
-                         ("orchestrator_errors", "traceback")):
+                         ("orchestrator_errors", "traceback"), ("escalations", "escalat"),
+                         ("heuristic_fallbacks", "LLM")):
         assert rows[metric]["status"] == "FAIL", (metric, rows[metric])
         assert word in rows[metric]["triage"], (metric, rows[metric]["triage"])
     assert observations(res.run_dir)["cycle_error_texts"][0].startswith("simulated failure")
@@ -214,3 +216,20 @@ def test_an_attached_orchestrator_is_soaked_and_halted(tmp_path: Path) -> None:
     assert o["halts"][0]["name"] == "orchestrator" and o["halts"][0]["halt_s"] is not None
     rows, _ = signoff(res.run_dir)
     assert rows["orchestrator_memory_growth_mb"]["observed"] is not None
+
+
+def test_a_group_that_fails_to_start_leaves_nothing_running(tmp_path: Path) -> None:
+    from soaklib.errors import TargetError
+    from soaklib.proc.targets import ProcessSpec, TargetGroup
+
+    first = ProcessSpec("first", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path)
+    with pytest.raises(TargetError, match="does-not-exist"):
+        TargetGroup.start([first, ProcessSpec("second", ["does-not-exist"], tmp_path)])
+    alive = [p for p in psutil.process_iter(["cmdline"]) if "time.sleep(30)" in " ".join(p.info["cmdline"] or [])
+             and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, "the first process was left running"
+    group = TargetGroup.start([first, ProcessSpec("second", [sys.executable, "-c", "import time; time.sleep(30)"],
+                                                  tmp_path, halt_timeout_s=5)])
+    with group:
+        halts = group.halt_all(tmp_path)
+    assert [h.name for h in halts] == ["second", "first"] and all(h.result.exited for h in halts)
