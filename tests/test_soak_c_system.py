@@ -68,7 +68,7 @@ def halted_pids(run_dir: Path) -> list[int]:
 def test_v2_layout_counts_cycles_from_the_history_and_judges_each_process(tmp_path: Path) -> None:
     project, before = operator_project(tmp_path)
     res = run_soak(params(tmp_path, run_id="v2", project_dir=str(project)))
-    rows, verdict = signoff(res.run_dir)
+    rows, _ = signoff(res.run_dir)
     o = observations(res.run_dir)
     appended = (project / "chapter13_cycle_history.jsonl").read_text().splitlines()[7:]
     assert o["cycles"] == len(appended) >= 5, "cycles are the lines the soak appended (7 old lines left out)"
