@@ -202,6 +202,10 @@ class SoakParams:
     host: str | None = param(None, "the machine's name in every row and in samples/host=NAME/; None = this machine's name")
     targets: list[ProcessParams] = param(factory=list, help="several named processes (started in order, halted in reverse) instead of target; [] = target")
     policies: dict[str, Any] = param(factory=dict, help="soak C: keys set in watcher_policies.json for the run (mappings merge), restored byte for byte after")
+    stop_on_fail: bool = param(False, "end the soak at the first conclusive memory FAIL (a sequential rule over the flushes: false FAILs <= stop_on_fail_alpha); false = the plan's duration")
+    stop_on_fail_alpha: float = param(0.01, "false-FAIL rate of stop_on_fail's rule over all its looks together")
+    stop_on_fail_after_s: float = param(600.0, "seconds: stop_on_fail decides nothing before this (a cache still filling looks like a leak)")
+    memory_limit_mb: float | None = param(None, "MiB the target's memory is projected against (time to exhaustion); None = its cgroup limit, else the host's memory")
 
     def validate(self) -> SoakParams:
         if self.run_id is not None:
@@ -224,6 +228,10 @@ class SoakParams:
         for name, probe in self.probes.items():
             if not isinstance(probe, dict) or "file" not in probe:
                 raise ParameterError(f"probes.{name} needs at least a 'file' key", key=f"probes.{name}", value=probe)
+        _require("stop_on_fail_alpha", self.stop_on_fail_alpha, 0 < self.stop_on_fail_alpha < 1, "a fraction between 0 and 1")
+        _require("stop_on_fail_after_s", self.stop_on_fail_after_s, self.stop_on_fail_after_s >= 0, "seconds >= 0")
+        if self.memory_limit_mb is not None:
+            _require("memory_limit_mb", self.memory_limit_mb, self.memory_limit_mb > 0, "MiB > 0")
         _check_targets(self.targets)
         return self
 
