@@ -177,7 +177,8 @@ def _kendall(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def _fit(t_s: Any, values: Any, warmup_s: float, bin_s: float | None, confidence: float):
+def _fit(t_s: Any, values: Any, warmup_s: float, bin_s: float | None, confidence: float
+         ) -> tuple[SlopeResult, np.ndarray, np.ndarray]:
     """The shared core: clean, cut the warm-up, bin, fit. Returns (result, t_bins, v_bins)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence = {confidence!r}: expected a fraction between 0 and 1")
