@@ -12,6 +12,7 @@ The sources here know nothing of the WATCHER protocol: that one lives in
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -183,6 +184,32 @@ class LogSource:
         self.new_error_lines = self.scanner.scan(drain=tick.final)
         self._claimed = self.scanner.bytes_read
         return {"log_errors": self.scanner.errors, "log_tracebacks": self.scanner.tracebacks}
+
+
+def _state_of(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    state = data.get("state") if isinstance(data, dict) else None
+    return str(state) if state is not None else None
+
+
+class StateSource:
+    """The daemon's own state (``state`` in its state file: RUNNING, HALTED, ...), re-read
+    only when the file changes; no file, no value."""
+
+    name = "state"
+    columns = columns([("daemon_state", STR, "")])
+
+    def __init__(self, path: Path | None, cache: StatCache | None = None) -> None:
+        self.path = path
+        self.cache = cache or StatCache()
+
+    def read(self, tick: Tick) -> Mapping[str, Any]:
+        if self.path is None:
+            return {}
+        return {"daemon_state": self.cache.get(self.path, "daemon_state", _state_of)}
 
 
 class HealthSource:

@@ -1,8 +1,9 @@
 """What a soak says about faults of the machine and of the target's own output.
 
 Pure helpers used by the harness and the signoff: the halt row judged by the exit code
-after a requested halt, the notes on the bounded copy of the target's output and on the
-sampler's cost, and the one-line error of a full disk.
+after a requested halt, the row of a daemon that halted itself (HALTED with no halt
+requested: the WATCHER daemon's KillSwitch), the notes on the bounded copy of the target's
+output and on the sampler's cost, and the one-line error of a full disk.
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from soaklib.analysis.criteria import CriterionRow
 from soaklib.errors import DiskFullError
 from soaklib.observe.recorder import DISK_FULL_ERRNOS
 
@@ -45,6 +49,30 @@ def judge_halt_exit(rows: Sequence[Any], halt: Mapping[str, Any] | None,
                                             f"stop ({', '.join(map(str, normal))}; target.halt.normal_exit_codes)",
                                             row["note"]) if x)
         row["triage"] = " ".join(x for x in (HALT_EXIT_TRIAGE, row["triage"]) if x)
+
+
+SELF_HALT_TRIAGE = (
+    "The daemon paused itself (state HALTED) with no halt requested: the WATCHER daemon's KillSwitch halts it "
+    "below 10 GB free on / or at 95% memory use. Check df -h / and free -m on the soak machine and the reason "
+    "in daemon_state.json and its log; free space or memory, clear the halt file, and run the soak again."
+)
+
+
+def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame) -> CriterionRow | None:
+    """A FAIL row when the daemon was seen HALTED before any halt was requested (None otherwise)."""
+    if samples.empty or "daemon_state" not in samples or "t_s" not in samples:
+        return None
+    requested = events[events["kind"] == "halt_requested"]["t_s"] if not events.empty and "kind" in events else []
+    before = float(min(requested)) if len(requested) else float("inf")
+    halted = samples[(samples["daemon_state"] == "HALTED") & (samples["t_s"] < before)]
+    if halted.empty:
+        return None
+    first_s = float(halted["t_s"].min())
+    return CriterionRow(metric="daemon_halted", label="The daemon did not halt itself during the soak",
+                        observed=True, unit="bool", pass_bound=False, fail_bound=False, status="FAIL",
+                        note=f"daemon_state HALTED from {first_s:.1f} s with no halt requested ({len(halted)} "
+                             "sample(s)); queue and cycle rows after that read a paused daemon",
+                        triage=SELF_HALT_TRIAGE, direction="eq")
 
 
 def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,

@@ -18,6 +18,7 @@ from soaklib.observe.sources import (
     ProbeSource,
     ProcessSource,
     Source,
+    StateSource,
 )
 from soaklib.params import SamplingParams
 from soaklib.watcher.protocol import PROFILES, Profile
@@ -45,6 +46,7 @@ def soak_sources(project_dir: Path, profile: Profile, sampling: SamplingParams, 
         DiskSource(project_dir, [project_dir / d for d in sampling.watch_dirs] + logs_list, sampling.disk_interval_s),
         logs,  # before the WATCHER source: watcher-v2 counts its fallbacks in the log
         WatcherSource(project_dir, profile, logs=logs, from_end=from_end, cache=cache),
+        StateSource(profile.path(project_dir, "state_file"), cache),  # HALTED by itself: the KillSwitch
         HealthSource(health),
         ProbeSource(probes, project_dir, cache),
         HarnessSource(),
