@@ -233,3 +233,61 @@ def test_a_group_that_fails_to_start_leaves_nothing_running(tmp_path: Path) -> N
     with group:
         halts = group.halt_all(tmp_path)
     assert [h.name for h in halts] == ["second", "first"] and all(h.result.exited for h in halts)
+
+
+SIGINT_SCRIPT = """
+import json, sys
+from soaklib.params import SoakParams, load_params
+from soaklib.soak.harness import run_soak
+r = run_soak(load_params(SoakParams, overrides=json.loads(sys.argv[1])))
+print("interrupted" if r.interrupted else "finished", flush=True)
+"""
+
+
+def left_running(project: Path, harness: int | None = None) -> list[int]:
+    """Processes still running whose command line names the project folder (the harness apart)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid != harness and str(project) in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_ctrl_c_and_a_crash_stop_every_process_and_restore(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    project, before = operator_project(tmp_path)
+    over = {"soak": "csys", "run_id": "int", "output_dir": str(tmp_path / "out"), "duration_s": 60,
+            "project_dir": str(project), "llm": {"health_url": None}, "policies": V2_POLICIES,
+            "sampling": {"interval_s": 0.25, "flush_s": 0.5}, "injection": {"interval_s": 0.5},
+            "targets": [ORCH, WATCHER]}
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, json.dumps(over)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        history = project / "chapter13_cycle_history.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(history.read_text().splitlines()) < 10:
+            time.sleep(0.1)
+        assert len(left_running(project, proc.pid)) == 2, "both processes run"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "interrupted" in out, err
+    assert not left_running(project), "a process of the target was left behind after Ctrl-C"
+    for name, data in before.items():
+        assert (project / name).read_bytes() == data, f"{name} not restored after Ctrl-C"
+    # the daemon crashes: the soak ends, the orchestrator is stopped, the files are restored
+    crash = {"name": "watcher", "sim": {"poll_s": 0.2, "crash_after_s": 2.0}}
+    res = run_soak(params(tmp_path, run_id="crash", duration_s=20, project_dir=str(project), targets=[ORCH, crash]))
+    assert res.target_exit is not None and not left_running(project)
+    for name, data in before.items():
+        assert (project / name).read_bytes() == data, f"{name} not restored after the crash"
+    assert signoff(res.run_dir)[0]["target_alive"]["status"] == "FAIL"
