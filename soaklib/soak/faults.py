@@ -62,8 +62,10 @@ def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame) -> CriterionR
     """A FAIL row when the daemon was seen HALTED before any halt was requested (None otherwise)."""
     if samples.empty or "daemon_state" not in samples or "t_s" not in samples:
         return None
-    requested = events[events["kind"] == "halt_requested"]["t_s"] if not events.empty and "kind" in events else []
-    before = float(min(requested)) if len(requested) else float("inf")
+    before = float("inf")
+    if not events.empty and "kind" in events and "t_s" in events:
+        requested = events.loc[events["kind"] == "halt_requested", "t_s"]
+        before = float(requested.min()) if len(requested) else before
     halted = samples[(samples["daemon_state"] == "HALTED") & (samples["t_s"] < before)]
     if halted.empty:
         return None

@@ -283,8 +283,8 @@ class _Soak:
             self.obs.sampling["target_log"] = dict(vars(copy.stats()))
         self.obs.notes += faults.output_notes(self.obs.sampling.get("target_log"),  # type: ignore[arg-type]
                                               self.params.sampling.target_log_max_mb, self.costs)
-        unflushed = int(self.obs.sampling.get("samples_unflushed") or 0)  # type: ignore[call-overload]
-        if unflushed:
+        unflushed = self.obs.sampling.get("samples_unflushed")
+        if isinstance(unflushed, int) and unflushed:
             self.obs.notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
 
     def _reset(self) -> None:
