@@ -115,7 +115,8 @@ class SoakObservations:
     """``observations.json``: what the harness and the driver saw, for the signoff.
 
     The file keeps its keys (``soak observations notes halt target_exit interrupted error
-    preflight_failed reset gpu_notes llm sampling sampler_notes first_error_lines``);
+    preflight_failed reset gpu_notes llm sampling sampler_notes first_error_lines``, and
+    ``limits stop_on_fail`` added);
     ``observations`` holds the driver's own values.
     """
 
@@ -133,6 +134,8 @@ class SoakObservations:
     sampling: JSONObject = field(default_factory=dict)
     sampler_notes: dict[str, str] = field(default_factory=dict)
     first_error_lines: list[str] = field(default_factory=list)
+    limits: JSONObject = field(default_factory=dict)  # the target's memory and FD limits at start (proc.limits)
+    stop_on_fail: JSONObject | None = None  # the running verdict: enabled, stopped, when, on which row
 
     def to_json(self) -> JSONObject:
         return dataclasses.asdict(self)
