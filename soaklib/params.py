@@ -178,7 +178,7 @@ class PreflightParams:
 class SoakParams:
     """Parameters of a WATCHER soak (``soak watcher a|b|c``, ``watcher_soak.ipynb``)."""
 
-    soak: str = param("a", 'the soak type (its registry letter): a daemon endurance, b sequential requests, c autonomous loop')
+    soak: str = param("a", 'the soak type (its registry letter): a daemon endurance, b sequential requests, c autonomous loop, csys the loop on the real system (orchestrator + WATCHER daemon)')
     run_id: str | None = param(None, 'plain name; None = soak-<a|b|c>-<UTC stamp>')
     output_dir: str = param("outputs/watcher-soak", 'folder: run folders and signoffs ({run_id}.json/.md) go here')
     project_dir: str | None = param(None, "the daemon's folder; None = fresh folder for the reference daemon")
