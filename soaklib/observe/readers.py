@@ -118,10 +118,12 @@ class LogScanner:
     def bytes_read(self) -> int:
         return sum(r.bytes_read for r in self.readers) + self.bytes_fed
 
-    def feed(self, lines: list[str], n_bytes: int) -> None:
-        """Count lines handed over by a copy of the target's output (any thread)."""
+    def feed(self, text: str, n_bytes: int) -> None:
+        """Count the complete lines (one text, ``\n``-separated) handed over by a copy of the
+        target's output (any thread); split into lines only when a pattern matches."""
         with self._lock:
-            self._fed_first += self._count(lines)
+            if text:
+                self._fed_first += self._count(None, text)
             self.bytes_fed += n_bytes
 
     def scan(self, *, drain: bool = False) -> list[str]:
@@ -142,10 +144,10 @@ class LogScanner:
                         break
         return new_first
 
-    def _count(self, lines: list[str]) -> list[str]:
+    def _count(self, lines: list[str] | None, text: str | None = None) -> list[str]:
         new_first: list[str] = []
-        if lines:
-            chunk = "\n".join(lines)
+        if lines or text:
+            chunk = text if text is not None else "\n".join(lines or [])
             error, tb, heur = (
                 pattern if pattern is not None and (pre is None or pre.search(chunk)) else None
                 for pattern, pre in ((self._error, self._error_pre), (self._traceback, self._traceback_pre),
@@ -153,6 +155,8 @@ class LogScanner:
             )
             if error is None and tb is None and heur is None:
                 return new_first
+            if lines is None:
+                lines = chunk.splitlines()
             for line in lines:
                 is_error = bool(error is not None and error.search(line))
                 is_tb = bool(tb is not None and tb.search(line))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20
-Consumer = Callable[[list[str], int], None]  # (lines, bytes they came from)
+Consumer = Callable[[str, int], None]  # (complete lines as one text, bytes they came from)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class LogCopy:
         self._read_fd, self._write_fd = os.pipe()
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None
-        self._backlog: list[tuple[list[str], int]] = []
+        self._backlog: list[tuple[str, int]] = []
         self._partial = b""
         self._head_len: int | None = None
         self._marker_len = 0
@@ -90,31 +90,35 @@ class LogCopy:
     def attach(self, consumer: Consumer) -> None:
         """Hand every line to ``consumer`` from now on, the lines seen so far first."""
         with self._lock:
-            for lines, n in self._backlog:
-                consumer(lines, n)
+            for text, n in self._backlog:
+                consumer(text, n)
             self._backlog = []
             self._consumer = consumer
 
     # ------------------------------------------------------------------ the copy thread
 
-    def _emit(self, lines: list[str], n: int) -> None:
+    def _emit(self, text: str, n: int) -> None:
         with self._lock:
             if self._consumer is not None:
-                self._consumer(lines, n)
+                self._consumer(text, n)
             else:
-                self._backlog.append((lines, n))
+                self._backlog.append((text, n))
 
     def _lines(self, data: bytes, final: bool) -> None:
-        chunks = (self._partial + data).split(b"\n")
-        self._partial = chunks.pop()
+        """Hand on the complete lines of ``data`` as one text (decoded once; the consumer
+        splits it only where a pattern matches)."""
+        buf = self._partial + data
+        cut = buf.rfind(b"\n") + 1
+        complete, self._partial = buf[:cut], buf[cut:]
+        pieces = [complete] if complete else []
         while len(self._partial) > self.max_line_bytes:
-            chunks.append(self._partial[:self.max_line_bytes])
+            pieces.append(self._partial[:self.max_line_bytes] + b"\n")
             self._partial = self._partial[self.max_line_bytes:]
         if final and self._partial:
-            chunks.append(self._partial)
+            pieces.append(self._partial + b"\n")
             self._partial = b""
-        if chunks or data:
-            self._emit([c.rstrip(b"\r").decode("utf-8", errors="replace") for c in chunks], len(data))
+        if pieces or data:
+            self._emit(b"".join(pieces).decode("utf-8", errors="replace"), len(data))
 
     def _run(self) -> None:
         try:
