@@ -284,6 +284,8 @@ def test_ctrl_c_and_a_crash_stop_every_process_and_restore(tmp_path: Path) -> No
     assert not left_running(project), "a process of the target was left behind after Ctrl-C"
     for name, data in before.items():
         assert (project / name).read_bytes() == data, f"{name} not restored after Ctrl-C"
+    partial, _ = signoff(tmp_path / "out" / "int")  # judged from loop.parquet and the samples
+    assert partial["cycles"]["observed"] >= 2 and partial["draws_ingested_delta"]["status"] == "FAIL"
     # the daemon crashes: the soak ends, the orchestrator is stopped, the files are restored
     crash = {"name": "watcher", "sim": {"poll_s": 0.2, "crash_after_s": 2.0}}
     res = run_soak(params(tmp_path, run_id="crash", duration_s=20, project_dir=str(project), targets=[ORCH, crash]))

@@ -98,8 +98,16 @@ def observe_csys(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, 
                                  driver.get("halts") or []))
     per = [out.get(f"{n}_errors") for n in names]
     out["errors"] = sum(int(x) for x in per if x is not None) if any(x is not None for x in per) else out.get("errors")
-    if "cycles" not in driver:  # a partial run: the driver never finished
+    if "cycles" not in driver:  # a partial run: the driver never finished; loop.parquet has the counts so far
+        from soaklib.store import read_table
+
         out.update(dict.fromkeys(("cycles", "draws_ingested_delta", "draws_lost", "dispatches")))
+        loop = read_table(run.path / "loop.parquet")
+        if not loop.empty:
+            last = loop.iloc[-1]
+            out.update(cycles=int(last["cycles"]), draws_injected=int(last["draws_injected"]),
+                       escalations=int(last.get("outcome_escalated", 0) or 0),
+                       cycle_errors=int(last.get("outcome_error", 0) or 0))
     return out
 
 

@@ -292,5 +292,8 @@ class SystemLoopSoak:
         }
 
     def close(self, ctx: SoakContext | None = None) -> None:
-        """Restore the operator's files now (idempotent; also runs when the soak ends otherwise)."""
+        """Restore the operator's files now (idempotent; also runs when the soak ends otherwise);
+        the loop table gets its last rows (a partial run is judged from it)."""
         self._after.run()
+        if ctx is not None and self.rows:
+            self._write_loop(ctx)
