@@ -34,7 +34,7 @@ from soaklib.observe.schedule import Ticker
 from soaklib.parts import PartWriter, read_parts
 
 #: Why a recording ended.
-END_REASONS = ("duration", "samples", "stopped", "hook", "target_exited", "disk_full")
+END_REASONS = ("duration", "samples", "stopped", "hook", "target_exited", "disk_full", "stop_on_fail")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -27,6 +27,7 @@ from soaklib.observe.health import HealthProbe
 from soaklib.observe.recorder import DISK_FULL_ERRNOS, Recorder
 from soaklib.params import SoakParams, to_dict
 from soaklib.parts import compact_parts
+from soaklib.proc.limits import target_limits
 from soaklib.proc.target import Target
 from soaklib.proc.targets import TargetGroup
 from soaklib.soak import faults
@@ -35,6 +36,8 @@ from soaklib.soak import registry
 from soaklib.soak.context import Driver, Events, JSONObject, SoakContext, SoakObservations
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
+from soaklib.soak.stop_rule import progress as verdict_text
+from soaklib.soak.stop_rule import running_verdict
 from soaklib.soak.system import process_log, process_specs
 from soaklib.store import MANIFEST, atomic_write_json, finish_manifest, release_space, reserve_space, start_manifest
 from soaklib.watcher.protocol import log_paths
@@ -161,6 +164,7 @@ class _Soak:
                                      project_dir=plan.project_dir, profile=plan.profile, target=target, t0=t0,
                                      echo=self.echo, stop_event=self.stop_event, events=self.events,
                                      recorder=recorder, reference=plan.reference, llm_url=llm_url)
+        self.obs.limits = target_limits(target.pid).to_json() if target.pid else {}
         ctx.event("target_started" if target.started else "target_attached", pid=target.pid, argv=target.argv,
                   message=f"{'started' if target.started else 'attached to'} pid {target.pid}")
         for f in self.failed:
@@ -175,6 +179,7 @@ class _Soak:
         ctx, p = self.ctx, self.params
         assert ctx is not None and ctx.recorder is not None
         last_line = ctx.t0
+        running = running_verdict(p)
 
         def on_row(row: dict[str, Any]) -> str | None:
             nonlocal last_line
@@ -196,12 +201,15 @@ class _Soak:
                 self.echo(f"soak {p.soak}: the target exited on its own (code {info.returncode})")
                 return "target_exited"
             done = self.driver.tick(ctx, row)
+            stop = running is not None and running.add(row)
             if progress:
-                sys.stderr.write("\r" + _progress_line(ctx, row, p.duration_s))
+                sys.stderr.write("\r" + _progress_line(ctx, row, p.duration_s) + verdict_text(running))
                 sys.stderr.flush()
             elif time.monotonic() - last_line >= PROGRESS_EVERY_S:
-                self.echo(_progress_line(ctx, row, p.duration_s))
+                self.echo(_progress_line(ctx, row, p.duration_s) + verdict_text(running))
                 last_line = time.monotonic()
+            if stop and running is not None:
+                return running.announce(ctx)
             return "hook" if done else None
 
         recorder = ctx.recorder
@@ -215,6 +223,7 @@ class _Soak:
             if not self.obs.sampling:
                 self.obs.sampling = recorder.end("stopped").to_dict()
             self.obs.sampler_notes = dict(recorder.sampler.notes)
+            self.obs.stop_on_fail = running.to_json() if running is not None else None
             self.obs.first_error_lines = list(self.logs.first_errors)
 
     # ------------------------------------------------------------------ the end

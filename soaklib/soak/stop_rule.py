@@ -17,6 +17,9 @@ from typing import Any
 from soaklib.analysis.criteria import Criterion
 from soaklib.analysis.sequential import FailMonitor, Look
 from soaklib.analysis.units import MIB
+from soaklib.params import SoakParams
+from soaklib.soak import registry
+from soaklib.soak.context import SoakContext
 
 METRIC = "memory_slope_mb_per_h"  # the row a memory stop is decided on
 SERIES = (("tree_rss_bytes", "tree RSS"), ("rss_bytes", "RSS"))
@@ -31,6 +34,21 @@ def slope_bounds(criteria: Iterable[Criterion], overrides: Mapping[str, Any] | N
     return None
 
 
+def running_verdict(p: SoakParams) -> RunningVerdict | None:
+    """The running verdict of a soak with its memory slope bounds (None: the soak judges no memory slope)."""
+    bounds = slope_bounds(registry.get(p.soak).criteria(), p.criteria)
+    if bounds is None:
+        return None
+    return RunningVerdict(bounds, every_s=p.sampling.flush_s, enabled=p.stop_on_fail, alpha=p.stop_on_fail_alpha,
+                          min_span_s=p.stop_on_fail_after_s, min_warmup_s=p.warmup_s or 0.0)
+
+
+def progress(running: RunningVerdict | None) -> str:
+    """`` · tree RSS +3.1 MiB/h [-0.5, 6.9] PASS so far`` for the progress line ("" before the first look)."""
+    text = running.text() if running is not None else ""
+    return f" · {text}" if text else ""
+
+
 class RunningVerdict:
     """Looks at the memory verdict every ``every_s`` seconds of samples; ``stopped`` once a FAIL is conclusive."""
 
@@ -38,7 +56,7 @@ class RunningVerdict:
                  alpha: float = 0.01, min_span_s: float = 600.0, min_warmup_s: float = 0.0) -> None:
         pass_b, fail_b = bounds_mb_per_h
         self.monitor = FailMonitor(pass_b * MIB, fail_b * MIB, alpha=alpha, min_span_s=min_span_s,
-                                   min_warmup_s=min_warmup_s)
+                                   confirm_s=min(300.0, min_span_s / 2), min_warmup_s=min_warmup_s)
         self.every_s, self.enabled = every_s, enabled
         self.t: list[float] = []
         self.v: list[float] = []
@@ -78,6 +96,12 @@ class RunningVerdict:
             return ""
         return self.last.text(self.label) if not (self.last.stop and not self.enabled) else \
             self.last.text(self.label).replace("FAIL: conclusive, stopping", "FAIL: conclusive (stop_on_fail off)")
+
+    def announce(self, ctx: SoakContext) -> str:
+        """Record the stop as an event and say it; the recorder's end reason."""
+        ctx.event("stop_on_fail", **self.to_json(), message=f"stop_on_fail: {self.text()}")
+        ctx.echo(f"soak {ctx.params.soak}: stop_on_fail: {self.text()}")
+        return "stop_on_fail"
 
     def to_json(self) -> dict[str, Any]:
         """``observations.json``'s ``stop_on_fail``: enabled, whether and when it stopped, on which row and series."""
