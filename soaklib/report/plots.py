@@ -104,7 +104,9 @@ def series_figure(
     """One panel per (column, label, scale) against time (s, min, h or days by the span); optional fitted lines.
 
     ``fit[column]`` may hold ``slope_per_s``, ``intercept``, ``low_per_s``, ``high_per_s``
-    (values in the column's unit, before ``scale``) to draw the robust fit and its band.
+    (values in the column's unit, before ``scale``) to draw the robust fit and its band,
+    ``name`` (the legend's name of the fit) and ``marks`` (``[(t_s, label)]``: dotted
+    vertical lines, e.g. the warm-up cut and a leak onset).
     Columns in ``counts`` (FDs, threads, cycles) get whole-number ticks.
     """
     present = [(c, lab, sc) for c, lab, sc in columns if c in samples and samples[c].notna().any()]
@@ -123,11 +125,14 @@ def series_figure(
             t0 = float(f.get("t_start_s", 0.0))
             tt = np.linspace(t0, float(np.nanmax(samples[time_col])), 50)
             mid = f["intercept"] + f["slope_per_s"] * (tt - f.get("t_ref_s", 0.0))
-            ax.plot(tt / per, mid * scale, "r--", lw=1.2, label=f"Theil–Sen fit {f.get('label', '')}".strip())
+            name = f.get("name", "Theil–Sen fit")
+            ax.plot(tt / per, mid * scale, "r--", lw=1.2, label=f"{name} {f.get('label', '')}".strip())
             if np.isfinite(f.get("low_per_s", np.nan)) and np.isfinite(f.get("high_per_s", np.nan)):
                 lo = f["intercept"] + f["low_per_s"] * (tt - f.get("t_ref_s", 0.0))
                 hi = f["intercept"] + f["high_per_s"] * (tt - f.get("t_ref_s", 0.0))
                 ax.fill_between(tt / per, lo * scale, hi * scale, color="r", alpha=0.12, label="95% band")
+        for mark_s, what in (f or {}).get("marks", ()):  # e.g. the warm-up cut and a leak onset found in the data
+            ax.axvline(float(mark_s) / per, color="k", ls=":", lw=1.0, label=what)
         ax.set_ylabel(label)
         if col in counts:
             integer_axis(ax, y)
