@@ -108,6 +108,7 @@ class Signoff(_Artifact):
     verdict_label: str = ""
     production_ready: bool = False
     verdict_reasons: list[str] = field(default_factory=list)
+    stop_on_fail: JSONObject | None = None  # the running verdict's early stop: when and on which row (None: off)
     extra: JSONObject = field(default_factory=dict)
 
     def failing(self) -> list[str]:
@@ -145,6 +146,7 @@ class LaneEvidence(_Artifact):
     gate: JSONObject = field(default_factory=dict)
     criteria: list[CriterionRow] = field(default_factory=list)
     exit_code: int | None = None
+    gate_confidence: JSONObject = field(default_factory=dict)  # per provider: Wilson bounds, pass^k, rounds needed
     extra: JSONObject = field(default_factory=dict)
 
     def jobs(self) -> list[JSONObject]:
