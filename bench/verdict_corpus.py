@@ -291,6 +291,83 @@ def sequential_table(df: pd.DataFrame, min_spans: tuple[float, ...], length_s: f
     return table(["class", "truth", "runs", *heads], rows)
 
 
+# --------------------------------------------------------------------------- curves of real processes
+
+#: Python daemons with planted behaviours, sampled at SAMPLE_S; one sample stands for 30 s of a soak
+#: (TIME_SCALE), so their rates read in corpus units (MiB per corpus hour)
+SAMPLE_S, TIME_SCALE = 0.1, 300.0
+REAL = {
+    "real: cache warms then flat": ("warm", False),
+    "real: allocate and free in cycles": ("cycles", False),
+    "real: leaks": ("leak", True),
+}
+_DAEMON = """
+import sys, time
+mode, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
+keep, t0 = [], time.monotonic()
+while time.monotonic() < end:
+    el = time.monotonic() - t0
+    if mode == "warm" and el < 4.0:
+        keep.append(bytearray(2 * 2**20))  # a cache filled: +100 MiB over 4 s (20 corpus min), then nothing
+    elif mode == "cycles":
+        keep.append(bytearray(2**20))  # +1 MiB per 0.1 s, all freed every 2 s (a GC sawtooth of 10 corpus min)
+        if len(keep) >= 20:
+            keep.clear()
+    elif mode == "leak":
+        keep.append(bytearray(2**20))  # +1 MiB per 0.1 s: 120 MiB per corpus hour, never freed
+    time.sleep(0.1 if mode != "warm" or el >= 4.0 else 0.08)
+"""
+
+
+def record_real(seconds: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Start the three daemons at once, sample each one's RSS every SAMPLE_S with psutil, stop them."""
+    import subprocess
+
+    import psutil
+
+    procs = {name: subprocess.Popen([sys.executable, "-c", _DAEMON, mode, str(seconds)])
+             for name, (mode, _) in REAL.items()}
+    series: dict[str, list[tuple[float, float]]] = {name: [] for name in REAL}
+    try:
+        t0 = time.monotonic()
+        handles = {name: psutil.Process(p.pid) for name, p in procs.items()}
+        tick = t0
+        while time.monotonic() - t0 < seconds:
+            for name, h in handles.items():
+                try:
+                    series[name].append((time.monotonic() - t0, h.memory_info().rss / MIB))
+                except psutil.Error:
+                    pass
+            tick += SAMPLE_S
+            time.sleep(max(0.0, tick - time.monotonic()))
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+    return [(name, np.array([a for a, _ in v]) * TIME_SCALE, np.array([b for _, b in v])) for name, v in series.items()]
+
+
+def real_table(reps: int, seconds: float) -> str:
+    counts: dict[str, dict[str, list[str]]] = {name: {m: [] for m in METHODS} for name in REAL}
+    for _ in range(reps):
+        for name, t, y in record_real(seconds):
+            for m, fn in METHODS.items():
+                counts[name][m].append(fn(t, y, {}))
+    rows = []
+    for name, (_, leak) in REAL.items():
+        cells = [name, "leak" if leak else "healthy", str(reps)]
+        for m in METHODS:
+            got = counts[name][m]
+            cells.append(", ".join(f"{k} {got.count(k)}" for k in ("PASS", "WARN", "FAIL") if got.count(k)))
+        rows.append(cells)
+    return table(["process", "truth", "runs", *METHODS], rows)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--per-class", type=int, default=200, help="curves per class and length (30 s sampling)")
@@ -324,6 +401,10 @@ def main() -> None:
     rep.add(f"stop_on_fail's sequential rule (α = 0.01 spent over the looks) at every 60 s flush of 2 h curves, "
             f"decisions from 10 min (the default) and from 20 min (the corpus' longest warm-up); "
             f"{time.perf_counter() - wall:.0f} s\n\n" + sequential_table(seq, spans, 7200.0))
+    reps, seconds = (1, 6.0) if args.quick else (3, 30.0)
+    rep.add(f"Curves recorded from real Python processes with planted behaviours (RSS every {SAMPLE_S:g} s for "
+            f"{seconds:g} s, one sample read as 30 s: {seconds * TIME_SCALE / 3600:.1f} h of soak), verdicts per run\n\n"
+            + real_table(reps, seconds))
     rep.add("CPU per curve (median)\n\n" + cost_table(df, labels))
     rep.write(args.markdown)
 
