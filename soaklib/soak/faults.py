@@ -58,13 +58,19 @@ SELF_HALT_TRIAGE = (
 )
 
 
-def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame) -> CriterionRow | None:
-    """A FAIL row when the daemon was seen HALTED before any halt was requested (None otherwise)."""
+STOP_EVENTS = ("halt_requested", "target_stopped", "process_halted", "interrupted")
+
+
+def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame, *, last_words: bool = False) -> CriterionRow | None:
+    """A FAIL row when the daemon was seen HALTED before the soak asked it to stop (None
+    otherwise); ``last_words``: the last sample was taken after the target exited (left out)."""
     if samples.empty or "daemon_state" not in samples or "t_s" not in samples:
         return None
+    if last_words:
+        samples = samples.iloc[:-1]
     before = float("inf")
     if not events.empty and "kind" in events and "t_s" in events:
-        requested = events.loc[events["kind"] == "halt_requested", "t_s"]
+        requested = events.loc[events["kind"].isin(STOP_EVENTS), "t_s"]
         before = float(requested.min()) if len(requested) else before
     halted = samples[(samples["daemon_state"] == "HALTED") & (samples["t_s"] < before)]
     if halted.empty:
