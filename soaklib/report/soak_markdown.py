@@ -117,9 +117,53 @@ def _memory_line(a: Mapping[str, Any], label: str, m: Mapping[str, Any]) -> str 
     fitted = m["slope_mb_per_h"] * (a.get("duration_h") or 0.0)
     return (f"- {label}: raw growth {m['raw_growth_mb']:+.3g} MB ({m['first_mb']:.1f} → {m['last_mb']:.1f} MB, "
             f"last − first bin median after the {format_duration(a.get('warmup_s'))} warm-up); fitted growth "
-            f"{fitted:+.3g} MB over the {run} run (Theil–Sen slope {m['slope_mb_per_h']:.3g} MB/h, 95% CI "
+            f"{fitted:+.3g} MB over the {run} run ({_slope_name(m)} {m['slope_mb_per_h']:.3g} MB/h, 95% CI "
             f"{format_number(m['slope_low_mb_per_h'])} … {format_number(m['slope_high_mb_per_h'])}; the "
             f"memory_growth_mb row), trend {m['trend']}; {m['method']}")
+
+
+def _slope_name(m: Mapping[str, Any]) -> str:
+    """What the memory slope is: the segmented verdict's slope (with where it was judged from) or Theil–Sen."""
+    if m.get("verdict") != "segmented":
+        return "Theil–Sen slope"
+    found = [f"warm-up cut at {format_duration(m['warmup_end_s'])}" if m.get("warmup_end_s") is not None else "",
+             f"leak onset at {format_duration(m['onset_s'])}" if m.get("onset_s") is not None else "",
+             f"{len(m.get('steps') or [])} one-time step(s) removed" if m.get("steps") and not m.get("staircase") else "",
+             "a staircase" if m.get("staircase") else ""]
+    where = "; ".join(x for x in found if x)
+    return f"GLS slope under AR(1) noise{f' ({where})' if where else ''}"
+
+
+def _exhaustion(s: Mapping[str, Any]) -> list[str]:
+    """``## Time to exhaustion``: each resource against its limit, hours with the 80% interval, or why not."""
+    rows = (s.get("analysis") or {}).get("exhaustion") or []
+    if not rows:
+        return []
+    out = ["", "## Time to exhaustion", "", "| resource | limit | rate /h | time to the limit (80% interval) | status |",
+           "| --- | --- | --- | --- | --- |"]
+    for e in rows:
+        scale, unit = (1 / 2**20, "MiB") if e.get("unit") == "bytes" else (1.0, e.get("unit") or "")
+        limit = f"{format_number(e['limit'] * scale)} {unit} ({e.get('limit_source') or '–'})" if e.get("limit") else "–"
+        rate = f"{format_number(e['rate_per_h'] * scale)} {unit}" if e.get("rate_per_h") is not None else "–"
+        if e.get("status") == "projected":
+            hi = format_duration(e["hours_high"] * 3600.0) if e.get("hours_high") is not None else "never"
+            when = (f"{format_duration(e['hours'] * 3600.0)} "
+                    f"[{format_duration(e['hours_low'] * 3600.0)}, {hi}]")
+        else:
+            when = {"flat": "no projection (not growing conclusively)", "reached": "at the limit now"}.get(
+                e.get("status") or "", "–")
+        out.append(f"| {e['resource']} | {limit} | {rate} | {when} | {e.get('status')} |")
+    return out
+
+
+def _stop_line(s: Mapping[str, Any]) -> str | None:
+    stop = s.get("stop_on_fail") or {}
+    if not stop.get("stopped"):
+        return None
+    return (f"- stop_on_fail: the soak was ended at {format_duration(stop.get('stopped_at_s'))} on the "
+            f"{stop.get('metric')} row ({stop.get('series')}: {format_number(stop.get('slope_mb_per_h'))} MB/h, "
+            f"lower bound {format_number(stop.get('stop_low_mb_per_h'))} MB/h at look {stop.get('look')}); "
+            f"{stop.get('rule')}")
 
 
 def _convergence_line(s: Mapping[str, Any]) -> str | None:
@@ -152,6 +196,7 @@ def _analysis(s: Mapping[str, Any]) -> list[str]:
     if ll.get("state"):
         lines.append(f"- LLM health: {ll['state']}, {ll['down_samples']} of {ll['samples']} samples without answer")
     lines.append(_convergence_line(s))
+    lines.append(_stop_line(s))
     h = a.get("harness") or {}
     if h.get("sample_cost_ms_p50") is not None:
         lines.append(f"- observer: sample cost p50 {h['sample_cost_ms_p50']:.2f} ms, p99 "
@@ -185,6 +230,7 @@ def to_markdown(signoff: Mapping[str, Any]) -> str:
         out += _criteria(s)
         out += _target_exit(s)
         out += _analysis(s)
+        out += _exhaustion(s)
     out += _events(s)
     if s.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in s["notes"]]
