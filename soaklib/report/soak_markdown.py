@@ -143,7 +143,8 @@ def _exhaustion(s: Mapping[str, Any]) -> list[str]:
            "| --- | --- | --- | --- | --- |"]
     for e in rows:
         scale, unit = (1 / 2**20, "MiB") if e.get("unit") == "bytes" else (1.0, e.get("unit") or "")
-        limit = f"{format_number(e['limit'] * scale)} {unit} ({e.get('limit_source') or '–'})" if e.get("limit") else "–"
+        limit = (f"{format_number(e['limit'] * scale)} {unit} ({e.get('limit_source') or '–'})"
+                 if e.get("limit") is not None else "–")
         rate = f"{format_number(e['rate_per_h'] * scale)} {unit}" if e.get("rate_per_h") is not None else "–"
         if e.get("status") == "projected":
             hi = format_duration(e["hours_high"] * 3600.0) if e.get("hours_high") is not None else "never"
