@@ -159,7 +159,8 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         return pd.DataFrame()
-    return pq.read_table(p).to_pandas()
+    frame: pd.DataFrame = pq.read_table(p).to_pandas()
+    return frame
 
 
 def run_dir_for(output_dir: str | os.PathLike[str], run_id: str) -> Path:
@@ -210,7 +211,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(run_dir) / MANIFEST
     if not p.exists():
         return {}
-    return json.loads(p.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+    return data
 
 
 RESERVE = ".disk-reserve"  # held in a run folder while it records; freed to write its end on a full disk

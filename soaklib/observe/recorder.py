@@ -122,7 +122,7 @@ class Recorder:
         flushed = read_parts(self.folder)
         if not self._pending:
             return flushed
-        pending = pa.Table.from_pylist(self._pending, schema=self.sampler.schema).to_pandas()
+        pending: pd.DataFrame = pa.Table.from_pylist(self._pending, schema=self.sampler.schema).to_pandas()
         return pending if flushed.empty else pd.concat([flushed, pending], ignore_index=True)
 
     def end(self, reason: str) -> RecordingEnd:

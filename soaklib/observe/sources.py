@@ -12,6 +12,8 @@ The sources here know nothing of the WATCHER protocol: that one lives in
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -245,10 +247,15 @@ class ProbeSource:
 
     def _one(self, name: str, spec: Mapping[str, Any]) -> float | None:
         path, reduce = spec.get("path"), spec.get("reduce", "value")
-        return self.cache.get(self.paths[name], f"probe:{path}:{reduce}", lambda q: json_probe(q, path, reduce))
+        value: float | None = self.cache.get(self.paths[name], f"probe:{path}:{reduce}",
+                                             lambda q: json_probe(q, path, reduce))
+        return value
+
+    def _reading(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return {"v": self._one(name, spec)}
 
     def read(self, tick: Tick) -> Mapping[str, Any]:
-        return {f"probe_{n}": tick.metric(f"probe_{n}", ("v",), lambda n=n, s=s: {"v": self._one(n, s)})["v"]
+        return {f"probe_{n}": tick.metric(f"probe_{n}", ("v",), functools.partial(self._reading, n, s))["v"]
                 for n, s in self.probes.items()}
 
 

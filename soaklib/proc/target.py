@@ -79,7 +79,7 @@ class Target:
     and Ctrl-C; an attached target is left running.
     """
 
-    def __init__(self, process: psutil.Process, *, popen: subprocess.Popen | None = None,
+    def __init__(self, process: psutil.Process, *, popen: subprocess.Popen[bytes] | None = None,
                  argv: list[str] | None = None, log_path: Path | None = None,
                  log_copy: LogCopy | None = None) -> None:
         self._proc = process
@@ -171,7 +171,7 @@ class Target:
             what = "no process matches" if not found else f"{len(found)} processes match"
             raise TargetError(f"{what} target.match {match!r} (candidates: {listing}); "
                               "make the pattern match exactly one process or give target.pid",
-                              match=match, candidates=[p.pid for p in found])
+                              match=match, candidates=tuple(p.pid for p in found))
         return cls(found[0])
 
     # ------------------------------------------------------------------ state

@@ -33,7 +33,7 @@ from soaklib.proc.targets import TargetGroup
 from soaklib.soak import faults
 from soaklib.soak import preflight as pf
 from soaklib.soak import registry
-from soaklib.soak.context import Driver, Events, JSONObject, SoakContext, SoakObservations
+from soaklib.soak.context import Driver, Events, JSONObject, JSONValue, SoakContext, SoakObservations
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
 from soaklib.soak.stop_rule import progress as verdict_text
@@ -303,7 +303,7 @@ class _Soak:
                 close(self.ctx)
             except Exception as e:  # noqa: BLE001 - record it; the rest of the reset must run
                 self.obs.notes.append(f"driver cleanup failed: {type(e).__name__}: {e}")
-        removed = []
+        removed: list[JSONValue] = []
         for p in self.plan.halt_paths:
             if p not in self.preexisting_halt and p.exists():
                 try:

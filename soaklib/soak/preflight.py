@@ -235,6 +235,6 @@ def enforce(findings: list[Finding], force: bool) -> list[Finding]:
         raise TargetError(
             f"soak preflight refused to start, {len(failed)} problem(s) to fix:\n{lines}\n"
             "Fix them, or pass --force (force: true) to record them and soak anyway.",
-            findings=[f.to_dict() for f in findings],
+            findings=tuple(f.to_dict() for f in findings),
         )
     return failed
