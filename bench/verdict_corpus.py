@@ -273,6 +273,21 @@ def sequential(per_class: int, length_s: float, flush_s: float, min_spans: tuple
     return pd.DataFrame(rows)
 
 
+def flat_stops(n: int, length_s: float, flush_s: float, seed: int) -> int:
+    """How many of ``n`` flat curves stop_on_fail's rule ends early (decisions from its default 10 min)."""
+    rng = np.random.default_rng([seed, 7])
+    stops = 0
+    for _ in range(n):
+        t, y, _facts = make("flat", length_s, 30.0, rng)
+        mon = FailMonitor(PASS_MB_H * MIB, FAIL_MB_H * MIB)
+        for end in np.arange(flush_s, length_s + flush_s / 2, flush_s):
+            look = mon.look(t[t <= end], y[t <= end] * MIB)
+            if look is not None and look.stop:
+                stops += 1
+                break
+    return stops
+
+
 def sequential_table(df: pd.DataFrame, min_spans: tuple[float, ...], length_s: float) -> str:
     rows = []
     for cls in HEALTHY + LEAKS:
@@ -374,6 +389,7 @@ def main() -> None:
     p.add_argument("--per-class-24h", type=int, default=20, help="curves per class of the 24 h subset at 1 Hz")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--per-class-stop", type=int, default=40, help="curves per class for stop_on_fail's rule (2 h)")
+    p.add_argument("--flat-stop", type=int, default=300, help="flat curves for the count of stop_on_fail's false stops")
     args = p.parse_args()
     n, n24 = (8, 2) if args.quick else (args.per_class, args.per_class_24h)
     lengths = [("30 min", 1800.0, 30.0, n), ("1 h", 3600.0, 30.0, n), ("2 h", 7200.0, 30.0, n),
@@ -401,6 +417,11 @@ def main() -> None:
     rep.add(f"stop_on_fail's sequential rule (α = 0.01 spent over the looks) at every 60 s flush of 2 h curves, "
             f"decisions from 10 min (the default) and from 20 min (the corpus' longest warm-up); "
             f"{time.perf_counter() - wall:.0f} s\n\n" + sequential_table(seq, spans, 7200.0))
+    n_flat = 4 if args.quick else args.flat_stop
+    wall = time.perf_counter()
+    flat = flat_stops(n_flat, 7200.0, 60.0, args.seed)
+    rep.add(f"stop_on_fail on {n_flat} flat 2 h curves (AR(1) noise as above, decisions from 10 min, a look at every "
+            f"60 s flush): **{flat} false stops** ({time.perf_counter() - wall:.0f} s)")
     reps, seconds = (1, 6.0) if args.quick else (3, 30.0)
     rep.add(f"Curves recorded from real Python processes with planted behaviours (RSS every {SAMPLE_S:g} s for "
             f"{seconds:g} s, one sample read as 30 s: {seconds * TIME_SCALE / 3600:.1f} h of soak), verdicts per run\n\n"
