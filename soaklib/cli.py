@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -203,8 +204,8 @@ def monitor(pid: int | None, match: str | None, interval_s: float, duration_s: f
 
     def go() -> int:
         from soaklib.errors import ParameterError
-        from soaklib.report.plots import monitor_figure, save_figure
         from soaklib.observe.monitor import record
+        from soaklib.report.plots import monitor_figure, save_figure
         from soaklib.runs import load_run
         from soaklib.store import utc_stamp
 
@@ -230,10 +231,9 @@ def analyze(run_dir: str) -> None:
 
     def go() -> int:
         from soaklib.errors import ParameterError
+        from soaklib.fleet.verdict import is_fleet
         from soaklib.runs import load_run
         from soaklib.store import signoff_paths
-
-        from soaklib.fleet.verdict import is_fleet
 
         if Path(run_dir).exists() and is_fleet(run_dir):  # several hosts: the fleet verdict
             from soaklib.fleet.report import write_fleet_signoff

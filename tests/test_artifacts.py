@@ -27,7 +27,7 @@ def test_signoff_round_trip_keeps_order_and_unknown_keys() -> None:
     assert s["verdict"] == "FAIL" and s.get("nope") is None and "from_a_newer_writer" in s and dict(s) == out
     assert s["from_a_newer_writer"] == {"x": 1} and len(s) == len(out)
     with pytest.raises(KeyError):
-        s["nope"]  # noqa: B018
+        s["nope"]
 
 
 def test_signoff_missing_keys_is_a_clear_error() -> None:

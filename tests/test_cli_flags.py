@@ -7,8 +7,9 @@ each command must appear in the tables below, so a new flag comes with its check
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from soaklib.params import SoakParams
-from tests.test_notebooks import executed_text
 from tests.conftest import REPO
+from tests.test_notebooks import executed_text
 
 NOTEBOOK = REPO / "notebooks" / "watcher_soak.ipynb"
 

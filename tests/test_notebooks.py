@@ -39,7 +39,8 @@ def test_notebook_is_committed_clean(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameters_cell_is_the_dataclasses_help(path: Path) -> None:
     """One source of parameter help: the cell is what soaklib.nbparams writes from params.py."""
-    from soaklib.nbparams import NOTEBOOKS as CLASSES, parameters_cell
+    from soaklib.nbparams import NOTEBOOKS as CLASSES
+    from soaklib.nbparams import parameters_cell
 
     nb = nbformat.read(path, as_version=4)
     (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

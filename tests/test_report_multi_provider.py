@@ -61,7 +61,7 @@ def test_markdown_explains_the_failure_and_escapes_table_cells() -> None:
 
 
 def test_console_lines_never_put_a_success_word_beside_a_failure() -> None:
-    from soaklib.report.multi_provider import job_line
+    from soaklib.dispatch.console import job_line
 
     drift = _job("opencode", 0, False, 1200, "model_policy_violation") | {
         "status": "no_op_success", "runner_reason_code": "outcome_exit_0", "selected_model": "zai-coding-plan/glm-5"}

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -285,7 +285,7 @@ def test_model_drift_and_flaky_scenarios(sim: Sim) -> None:
 def test_stall_and_hang_scenarios(sim: Sim, procs: list) -> None:
     sim.env.update(DX_SIM_SCENARIO="stall", DX_SIM_STALL_AFTER_S="0.3")
     assert sim.start("stall-1", "opencode")[0] == 0
-    code, status, _ = sim.wait_state("stall-1", {"stalled"})
+    code, _, _ = sim.wait_state("stall-1", {"stalled"})
     assert code == 2 and sim.job("stall-1", "opencode").provider_alive()
     sim.env["DX_SIM_SCENARIO"] = "hang"
     assert sim.start("hang-1")[0] == 0

@@ -14,11 +14,11 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from soaklib.observe.gpu import gpu_inventory
 from soaklib.params import SoakParams, load_params
 from soaklib.report.signoff import write_signoff
-from soaklib.observe.gpu import gpu_inventory
-from soaklib.soak.harness import run_soak
 from soaklib.runs import load_run
+from soaklib.soak.harness import run_soak
 from tests.conftest import PYTHON, REPO
 
 FAST = {"interval_s": 0.2, "flush_s": 1, "health_interval_s": 0.2, "health_timeout_s": 0.3}
@@ -203,7 +203,7 @@ def test_sigterm_of_the_harness_flushes_stops_the_target_and_exits_130(
     kids = psutil.Process(harness.pid).children(recursive=True)
     harness.send_signal(signal.SIGTERM)
     assert harness.wait(timeout=20) == 130, harness.stderr.read() if harness.stderr else ""
-    gone, alive = psutil.wait_procs(kids, timeout=5)
+    _, alive = psutil.wait_procs(kids, timeout=5)
     assert not alive, [p.pid for p in alive]
     signoff = json.loads((tmp_path / "term.json").read_text())
     assert signoff["interrupted"] is True and signoff["complete"] is False

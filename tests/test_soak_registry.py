@@ -8,8 +8,9 @@ ask the registry. An unknown soak is an error that names the known ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -23,8 +24,8 @@ from soaklib.runs import Run
 from soaklib.soak import registry
 from soaklib.soak.context import SoakContext
 from soaklib.soak.drivers.endurance import halt_target
-from soaklib.store import MANIFEST
 from soaklib.soak.observers import TARGET_ALIVE, read_observations, soak_of
+from soaklib.store import MANIFEST
 from soaklib.watcher.protocol import build_request, write_request
 from tests.test_soak_a import FAST
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from soaklib.analysis.convergence import convergence_trend
 from soaklib.analysis.criteria import DEFAULT_CRITERIA, Criterion, criteria_table, evaluate, verdict
-from soaklib.analysis.units import MIB
 from soaklib.analysis.growth import (
     SlopeResult,
     bin_series,
@@ -14,11 +13,12 @@ from soaklib.analysis.growth import (
     trend_test,
 )
 from soaklib.analysis.latency import ecdf, percentiles, summarize
+from soaklib.analysis.units import MIB
 
 __all__ = [
+    "DEFAULT_CRITERIA",
     "MIB",
     "Criterion",
-    "DEFAULT_CRITERIA",
     "SlopeResult",
     "bin_series",
     "convergence_trend",

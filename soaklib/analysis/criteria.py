@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ class Criterion:
     optional: bool = False  # the observation may be unavailable (e.g. no GPU): None → SKIP
     count: bool = False  # whole things (cycles): scaled bounds stay whole counts, at least 1
 
-    def check(self) -> "Criterion":
+    def check(self) -> Criterion:
         """Raise ParameterError when the bounds contradict the direction."""
         if self.direction not in ("max", "min", "eq", "in"):
             raise ParameterError(
@@ -87,13 +88,13 @@ class Criterion:
                 key=f"criteria.{self.metric}.per_hours",
             )
         p, f = self.pass_bound, self.fail_bound
-        if self.direction in ("max", "min") and _is_num(p) and _is_num(f):
-            if (self.direction == "max" and p > f) or (self.direction == "min" and p < f):
-                worse = "above" if self.direction == "max" else "below"
-                raise ParameterError(
-                    f"criterion {self.metric}: pass_bound {p} is {worse} fail_bound {f} for direction {self.direction}",
-                    key=f"criteria.{self.metric}",
-                )
+        if self.direction in ("max", "min") and _is_num(p) and _is_num(f) and (
+                (self.direction == "max" and p > f) or (self.direction == "min" and p < f)):
+            worse = "above" if self.direction == "max" else "below"
+            raise ParameterError(
+                f"criterion {self.metric}: pass_bound {p} is {worse} fail_bound {f} for direction {self.direction}",
+                key=f"criteria.{self.metric}",
+            )
         return self
 
 

@@ -4,7 +4,8 @@ The console and the Markdown evidence use these same functions, so both say the 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 CLIENT_STATUSES = frozenset({"interrupted", "start_failed", "wait_timeout", "executor_exception", "runner_error", "pending"})
 

@@ -18,9 +18,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from soaklib.errors import ParameterError
 from soaklib.proc.group import kill_group, stop_child
@@ -152,7 +153,7 @@ def preflight_failures(text: str) -> list[str]:
 def parse_started(text: str) -> dict[str, str]:
     """``started beads=ID provider=P pid=N log=PATH`` → dict (empty when absent)."""
     m = None
-    for m in _STARTED.finditer(text):
+    for m in _STARTED.finditer(text):  # noqa: B007 - the last "started" line counts
         pass
     if not m:
         return {}
@@ -334,7 +335,7 @@ class DxRunner:
         """The ``.outcome`` file, re-read until complete (it is written non-atomically)."""
         path = self.job_file(provider, beads, ".outcome")
         last: dict[str, str] | None = None
-        for i in range(attempts):
+        for _ in range(attempts):
             text = _read_text(path)
             if text is None:
                 return None

@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis.criteria import Criterion, CriterionRow, evaluate
-from soaklib.artifacts import EVIDENCE_SCHEMA_VERSION, LaneEvidence
 from soaklib.analysis.latency import percentiles
+from soaklib.artifacts import EVIDENCE_SCHEMA_VERSION, LaneEvidence
 from soaklib.dispatch.dx_runner import DxRunner, PreflightResult
 from soaklib.dispatch.job import JobOutcome
 from soaklib.observe.environment import Environment

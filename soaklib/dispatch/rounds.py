@@ -12,13 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
+from soaklib.artifacts import LaneEvidence
+from soaklib.dispatch.console import clean_text, job_line, rate_text, round_line
 from soaklib.dispatch.dx_runner import SIMULATOR_ARGV, DxRunner, PreflightResult, find_runner
 from soaklib.dispatch.evidence import (  # noqa: F401 - re-exported for callers of the old home
     JOB_COLUMNS,
@@ -31,10 +34,8 @@ from soaklib.dispatch.evidence import (  # noqa: F401 - re-exported for callers 
     runner_provenance,
 )
 from soaklib.dispatch.job import Attempt, JobOutcome, JobRunner, JobSpec
-from soaklib.artifacts import LaneEvidence
 from soaklib.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREFLIGHT, ParameterError
 from soaklib.params import MultiProviderParams, canonical_models
-from soaklib.dispatch.console import clean_text, job_line, rate_text, round_line
 from soaklib.sim.dx_runner.scenarios import SCENARIOS
 from soaklib.store import atomic_write_text, check_run_id, run_dir_for, utc_now, utc_stamp, write_table
 

@@ -13,7 +13,6 @@ The sources here know nothing of the WATCHER protocol: that one lives in
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import shutil

@@ -22,8 +22,9 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -35,8 +36,19 @@ from soaklib.soak import registry
 from soaklib.store import MANIFEST, atomic_write_json, atomic_write_text, read_manifest, utc_now, utc_stamp
 
 SCHEMA_VERSION = 1
-__all__ = ["READY", "NOT_READY", "NOT_SIGNED_OFF", "combine", "find_runs", "pass_tables", "side_by_side_html",
-           "summary_line", "to_markdown", "write_combined", "load_combined"]
+__all__ = [
+    "NOT_READY",
+    "NOT_SIGNED_OFF",
+    "READY",
+    "combine",
+    "find_runs",
+    "load_combined",
+    "pass_tables",
+    "side_by_side_html",
+    "summary_line",
+    "to_markdown",
+    "write_combined",
+]
 TABLE_COLUMNS = ["metric", "observed", "unit", "pass_bound", "fail_bound", "status", "direction"]
 
 

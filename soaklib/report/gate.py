@@ -7,7 +7,8 @@ signed off). It returns the error to raise, or None when the artifact passes.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from soaklib.errors import GateFailed, PreflightError, SoakError
 

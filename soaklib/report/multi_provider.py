@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -27,18 +28,13 @@ PERCENTILE_NOTE = (
 )
 
 
-#: Job statuses the client sets itself (not states a runner reported).
-from soaklib.dispatch.console import (  # noqa: E402  (one wording for the console and the Markdown)
-    CLIENT_STATUSES,
+# the console's wording (dispatch/console.py), so the Markdown and the notebook say what it says
+from soaklib.dispatch.console import (  # noqa: E402
     _cell,
     _fmt_ms,
-    _plural,
-    _secs,
     clean_text,
-    job_line,
     rate_text,
     retry_text,
-    round_line,
     runner_text,
 )
 

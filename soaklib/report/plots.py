@@ -9,17 +9,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg", force=False)  # headless by default; a notebook's inline backend still wins
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from soaklib.analysis.convergence import ISOTONIC_METHOD, isotonic_fit  # noqa: E402
-from soaklib.analysis.latency import ecdf  # noqa: E402
-from soaklib.analysis.units import MIB  # noqa: E402
-from soaklib.store import atomic_write_bytes  # noqa: E402
-
+from soaklib.analysis.convergence import ISOTONIC_METHOD, isotonic_fit
+from soaklib.analysis.latency import ecdf
+from soaklib.analysis.units import MIB
+from soaklib.store import atomic_write_bytes
 
 MAX_PLOT_POINTS = 4000  # a line of more points than this draws no differently, only slower
 

@@ -10,15 +10,21 @@ criteria and decides the verdict. ``write_signoff(run_dir)`` writes ``{run_id}.j
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
 from soaklib.analysis import evaluate, verdict
 from soaklib.analysis.criteria import CriterionRow
 from soaklib.analysis.units import MIB, bound_text, format_duration
+from soaklib.artifacts import SIGNOFF_SCHEMA_VERSION, Signoff
+from soaklib.report.soak_markdown import to_markdown
+from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
+from soaklib.runs import Run, load_run
+from soaklib.soak import registry
 from soaklib.soak.observers import (
     alive_samples,
     analyze,
@@ -33,25 +39,31 @@ from soaklib.soak.observers import (
     observe_b,
     observe_c,
     read_observations,
+    run_criteria,
     run_params,
     slope_fit,
-    run_criteria,
     soak_criteria,
     soak_of,
     target_start,
     target_started_row,
     warmup_for,
 )
-from soaklib.report.soak_markdown import to_markdown
-from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
-from soaklib.artifacts import SIGNOFF_SCHEMA_VERSION, Signoff
-from soaklib.runs import Run, load_run
-from soaklib.soak import registry
 from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
 
 __all__ = [
-    "build_signoff", "write_signoff", "to_markdown", "growth_table", "soak_figures", "criteria_frame",
-    "analyze", "llm_reconnect", "observe_a", "observe_b", "observe_c", "soak_criteria", "verdict_line",
+    "analyze",
+    "build_signoff",
+    "criteria_frame",
+    "growth_table",
+    "llm_reconnect",
+    "observe_a",
+    "observe_b",
+    "observe_c",
+    "soak_criteria",
+    "soak_figures",
+    "to_markdown",
+    "verdict_line",
+    "write_signoff",
 ]  # fmt: skip
 
 SCHEMA_VERSION = SIGNOFF_SCHEMA_VERSION

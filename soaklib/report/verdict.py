@@ -18,7 +18,8 @@ words, for the JSON, the Markdown, the combined signoff and the notebooks:
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from soaklib.analysis.units import format_duration
 from soaklib.redact import redact

@@ -12,9 +12,10 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol, Union
 
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +27,7 @@ from soaklib.proc.target import HaltResult, Target
 from soaklib.store import atomic_write_json, read_json_object, utc_now, write_table
 from soaklib.watcher.protocol import Profile
 
-JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]
+JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]  # noqa: UP007 - a recursive alias needs Union
 JSONObject = dict[str, JSONValue]
 
 OBSERVATIONS = "observations.json"

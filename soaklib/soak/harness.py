@@ -15,13 +15,14 @@ import contextlib
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
-from soaklib.observe.environment import environment
 from soaklib.errors import DiskFullError, ProtocolError, TargetError
+from soaklib.observe.environment import environment
 from soaklib.observe.gpu import GpuReader
 from soaklib.observe.health import HealthProbe
 from soaklib.observe.recorder import DISK_FULL_ERRNOS, Recorder
@@ -30,9 +31,8 @@ from soaklib.parts import compact_parts
 from soaklib.proc.limits import target_limits
 from soaklib.proc.target import Target
 from soaklib.proc.targets import TargetGroup
-from soaklib.soak import faults
+from soaklib.soak import faults, registry
 from soaklib.soak import preflight as pf
-from soaklib.soak import registry
 from soaklib.soak.context import Driver, Events, JSONObject, JSONValue, SoakContext, SoakObservations
 from soaklib.soak.plan import REFERENCE_MODULE, RunPlan, plan_run, target_argv
 from soaklib.soak.sampling import soak_sampler
@@ -301,7 +301,7 @@ class _Soak:
         if close is not None:
             try:
                 close(self.ctx)
-            except Exception as e:  # noqa: BLE001 - record it; the rest of the reset must run
+            except Exception as e:  # record it; the rest of the reset must run
                 self.obs.notes.append(f"driver cleanup failed: {type(e).__name__}: {e}")
         removed: list[JSONValue] = []
         for p in self.plan.halt_paths:
