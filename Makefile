@@ -29,7 +29,10 @@ demo: $(STAMP)
 	@echo "Executed notebook: $(OUT)/$(RUN_ID).ipynb"
 	@echo "HTML: $(OUT)/$(RUN_ID).html"
 
+# Lint (ruff: soaklib, tests, bench), types (mypy strict on soaklib), then the suite.
 test: $(STAMP)
+	$(BIN)/ruff check soaklib tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:
