@@ -151,7 +151,7 @@ def test_fitted_and_raw_memory_growth_are_labelled_in_the_row_and_the_analysis(t
     raw = s["observed"]["memory_growth_raw_mb"]
     assert r["observed"] == pytest.approx(40.0, rel=1e-3)  # fitted: 20 MiB/h × the 2 h run
     assert raw == pytest.approx(30.0, rel=1e-2)  # raw: last − first bin median after the 30 min warm-up
-    assert "fitted growth: Theil–Sen slope 20 MiB/h × 2.0 h run" in r["note"]
+    assert "fitted growth: slope 20 MiB/h × 2.0 h run (segmented verdict: GLS slope under AR(1) noise" in r["note"]
     assert "raw growth +30 MiB (110.0 → 140.0 MiB, last − first bin median after the warm-up)" in r["note"]
     assert r["status"] == "WARN" and "inconclusive" not in r["note"]  # 40 lies between ≤ 25 and > 100: not a CI issue
     md = to_markdown(s)

@@ -1,6 +1,6 @@
 """Observed values of a WATCHER soak's criteria, computed from its run folder alone.
 
-``analyze(run)`` fits memory growth (Theil–Sen), FD stability, disk growth and LLM health
+``analyze(run)`` fits memory growth (the segmented verdict, ``analysis.leak``), time to exhaustion, FD stability, disk growth and LLM health
 from the samples; ``observe_a`` / ``observe_b`` / ``observe_c`` turn that and the run's
 ``observations.json`` into observed values by metric id, which
 :mod:`soaklib.report.signoff` evaluates against the criteria.
@@ -17,11 +17,13 @@ import pandas as pd
 
 from soaklib.analysis import DEFAULT_CRITERIA, Criterion
 from soaklib.analysis.criteria import CriterionRow
-from soaklib.analysis.growth import disk_growth, fd_stability, growth_slope, memory_growth
+from soaklib.analysis.growth import disk_growth, fd_stability, memory_growth
 from soaklib.analysis.units import MIB, format_duration
 from soaklib.redact import redact
 from soaklib.runs import Run
 from soaklib.soak import registry
+from soaklib.soak.forecast import forecasts
+from soaklib.soak.memory_verdict import figure_fit, verdict_note
 
 MAX_AUTO_WARMUP_S = 600.0
 LOG_TAIL_LINES = 20  # last lines of target.log shown when the target died or did not start
@@ -153,16 +155,8 @@ def llm_reconnect(samples: pd.DataFrame) -> dict[str, Any]:
 
 
 def slope_fit(samples: pd.DataFrame, column: str, warmup_s: float) -> dict[str, Any] | None:
-    """Theil–Sen fit of a column for a figure: slope, band and a pivot at the window's middle."""
-    t = samples["t_s"].to_numpy(dtype=float)
-    res = growth_slope(t, samples[column], warmup_s=warmup_s)
-    if not math.isfinite(res.slope_per_s):
-        return None
-    t_start = float(np.nanmin(t)) + warmup_s
-    t_ref = t_start + res.duration_s / 2.0
-    return {"slope_per_s": res.slope_per_s, "low_per_s": res.low_per_s, "high_per_s": res.high_per_s,
-            "intercept": res.intercept + res.slope_per_s * t_ref, "t_ref_s": t_ref, "t_start_s": t_start,
-            "label": f"{res.slope_mb_per_h:+.2f} MB/h"}
+    """The memory verdict's fit of a column for a figure: slope, band, the warm-up cut and onset found."""
+    return figure_fit(samples, column, warmup_s)
 
 
 def analyze(run: Run) -> dict[str, Any]:
@@ -172,12 +166,13 @@ def analyze(run: Run) -> dict[str, Any]:
         return {"n_samples": 0, "duration_h": 0.0, "warmup_s": 0.0}
     alive = alive_samples(s)
     span_s = float(s["t_s"].max() - s["t_s"].min()) if len(s) > 1 else 0.0
-    warmup = warmup_for(run, span_s)
+    warmup, given = warmup_for(run, span_s), float(run_params(run).get("warmup_s") or 0.0)
     out: dict[str, Any] = {"n_samples": int(len(s)), "n_alive": int(len(alive)), "duration_h": span_s / 3600.0,
-                           "warmup_s": warmup}
+                           "warmup_s": warmup, "memory_warmup_s": given}  # memory: the warm-up is found in the data
     for key, col in (("tree_rss", "tree_rss_bytes"), ("rss", "rss_bytes"), ("uss", "uss_bytes"),
                      ("vram", "gpu_target_bytes"), ("gpu_used", "gpu_used_bytes")):
-        out[key] = memory_growth(alive, col, warmup_s=warmup) if first_column(alive, col) else None
+        out[key] = memory_growth(alive, col, warmup_s=given, verdict="segmented") if first_column(alive, col) else None
+    out["exhaustion"] = forecasts(alive, s, read_observations(run).get("limits"), run_params(run), given)
     fd_col = first_column(alive, "tree_num_fds", "num_fds")
     out["fds"] = fd_stability(alive, fd_col, warmup_s=warmup) | {"column": fd_col} if fd_col else None
     out["threads"] = fd_stability(alive, "threads", warmup_s=warmup, tolerance=2) if first_column(alive, "threads") else None
@@ -369,7 +364,7 @@ def memory_note(analysis: dict[str, Any], observed: dict[str, Any]) -> str | Non
         return None
     raw = _num(mem.get("raw_growth_mb"))
     run = format_duration((analysis.get("duration_h") or 0.0) * 3600.0)
-    text = f"fitted growth: Theil–Sen slope {slope:.3g} MiB/h × {run} run"
+    text = verdict_note(mem, slope, run)
     if raw is not None:
         text += (f"; raw growth {raw:+.3g} MiB ({mem['first_mb']:.1f} → {mem['last_mb']:.1f} MiB, "
                  "last − first bin median after the warm-up)")
