@@ -24,7 +24,7 @@ from soaklib.artifacts import SIGNOFF_SCHEMA_VERSION, Signoff
 from soaklib.report.soak_markdown import to_markdown
 from soaklib.report.verdict import provenance, signoff_verdict, verdict_line
 from soaklib.runs import Run, load_run
-from soaklib.soak import registry
+from soaklib.soak import faults, registry
 from soaklib.soak.observers import (
     alive_samples,
     analyze,
@@ -83,6 +83,7 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
         notes.append("interrupted (Ctrl-C / SIGTERM): samples flushed, target stopped")
     if obs.get("error"):
         notes.append(f"the soak stopped on an error: {obs['error']}")
+    notes += [str(n) for n in obs.get("notes") or []]  # the harness's own: dropped log bytes, sampler cost, ...
     if not a.get("gpu_available"):
         reason = next(iter(obs.get("gpu_notes") or []), None) or \
             ((run.manifest.get("environment") or {}).get("gpu") or {}).get("reason") or "no GPU reading"
@@ -108,6 +109,12 @@ def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed:
         extra = metric_notes.get(row["metric"])
         if extra:
             row["note"] = "; ".join(x for x in (extra, row["note"]) if x)
+    halt_params = (run_params(run).get("target") or {}).get("halt") or {}
+    faults.judge_halt_exit(rows, obs.get("halt"), halt_params.get("normal_exit_codes"))
+    halted = faults.daemon_halted_row(run.samples, run.events,
+                                      last_words=bool((obs.get("sampling") or {}).get("last_words")))
+    if halted is not None:
+        rows.append(halted)
     return rows
 
 
