@@ -95,9 +95,14 @@ def notebook_dir() -> Path:
 
 
 def _execute(template: Path, output: Path, parameters: dict[str, Any]) -> Path:
+    import logging
+
     import papermill
 
     tmp = output.with_name(f".{output.stem}.tmp.ipynb")
+    log = logging.getLogger("papermill")
+    level = log.level
+    log.setLevel(logging.ERROR)  # papermill's notes on typed parameter lines are not the user's concern
     try:
         papermill.execute_notebook(str(template), str(tmp), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, log_output=False, execution_timeout=EXECUTE_TIMEOUT_S,
@@ -105,6 +110,8 @@ def _execute(template: Path, output: Path, parameters: dict[str, Any]) -> Path:
     except papermill.PapermillExecutionError as e:
         raise SoakError(f"executing {template.name} on the run failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                         f"(the failed notebook is {tmp})") from e
+    finally:
+        log.setLevel(level)
     os.replace(tmp, output)
     return output
 
