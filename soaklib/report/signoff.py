@@ -46,7 +46,6 @@ from soaklib.soak.observers import (
     soak_of,
     target_start,
     target_started_row,
-    warmup_for,
 )
 from soaklib.store import atomic_write_json, atomic_write_text, signoff_paths
 
@@ -95,6 +94,13 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
     if a.get("n_samples") and started:
         notes.append(f"growth fits leave out the first {format_duration(a['warmup_s'])} (warm-up)" if a["warmup_s"]
                      else "growth fits use every sample (no warm-up)")
+        if not a.get("memory_warmup_s"):
+            notes.append("the memory verdict finds its warm-up, a leak onset and one-time steps in the data "
+                         "(the memory rows' notes say what it found)")
+    stop = obs.get("stop_on_fail") or {}
+    if stop.get("stopped"):
+        notes.append(f"stop_on_fail: the soak was ended at {format_duration(stop.get('stopped_at_s'))}, when the "
+                     f"{stop.get('metric')} row's FAIL was conclusive ({stop.get('series')}, look {stop.get('look')})")
     return notes
 
 
@@ -171,6 +177,7 @@ def build_signoff(run: Run) -> Signoff:
         target_started=started,
         target_log_tail=tail,
         not_judged=not_judged,
+        stop_on_fail=obs.get("stop_on_fail"),
     )
     words = signoff_verdict(signoff)
     return replace(signoff, verdict_label=words.label, production_ready=words.production_ready,
@@ -235,8 +242,7 @@ def soak_figures(run: Run, signoff: Mapping[str, Any] | None = None) -> dict[str
     s = run.samples
     if s.empty or "t_s" not in s or (signoff or {}).get("target_started") is False:
         return {}
-    warmup = (signoff or {}).get("analysis", {}).get("warmup_s") if signoff else None
-    warmup = warmup if warmup is not None else warmup_for(run, float(s["t_s"].max() - s["t_s"].min()))
+    warmup = float(run_params(run).get("warmup_s") or 0.0)  # memory fits: a given warm-up; the rest is found
     alive = alive_samples(s)
     fits = {c: f for c in ("tree_rss_bytes", "rss_bytes") if first_column(alive, c) and (f := slope_fit(alive, c, warmup))}
     fd_col = first_column(alive, "tree_num_fds", "num_fds") or "num_fds"
