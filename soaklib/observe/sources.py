@@ -118,7 +118,8 @@ class GpuSource:
 
 
 class DiskSource:
-    """Free disk under ``base`` and the bytes under the watched folders.
+    """Free disk under ``base`` and the bytes under the watched folders (the target's output
+    copy counted as all the target wrote, see :meth:`attach_copy`).
 
     The folders are walked at most every ``interval_s`` (a walk costs one stat per file, and
     an archive only grows during a soak).
@@ -132,12 +133,21 @@ class DiskSource:
         self.watch_paths = list(watch_paths)
         self.interval_s = interval_s
         self._watched: tuple[float, int] | None = None
+        self.copy: Any = None  # a bounded copy of the target's output, counted by what the target wrote
+
+    def attach_copy(self, copy: Any) -> None:
+        """Count a bounded copy of the target's output (a :class:`~soaklib.proc.logcopy.LogCopy`)
+        as every byte the target wrote, not as the copy's size: a flood is growth."""
+        path = Path(copy.path).absolute()
+        self.watch_paths = [p for p in self.watch_paths if Path(p).absolute() != path]
+        self._watched = None
+        self.copy = copy
 
     def read(self, tick: Tick) -> Mapping[str, Any]:
         row = tick.metric("disk_free", ("disk_free_bytes",), lambda: {"disk_free_bytes": shutil.disk_usage(self.base).free})
         if self._watched is None or tick.t_mono - self._watched[0] >= self.interval_s:
             self._watched = (tick.t_mono, dir_bytes(self.watch_paths))
-        row["watched_bytes"] = self._watched[1]
+        row["watched_bytes"] = self._watched[1] + (int(self.copy.bytes_total) if self.copy is not None else 0)
         return row
 
 

@@ -20,6 +20,7 @@ from soaklib.observe.recorder import DISK_FULL_ERRNOS
 
 MIB = 2**20
 USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
+BUSY_LOG_BYTES = MIB  # more new log output than this between two samples: a note says what watching cost
 DEFAULT_NORMAL_EXIT_CODES = (0, -15)  # target.halt.normal_exit_codes: exited, or ended by the SIGTERM itself
 HALT_EXIT_TRIAGE = (
     "The daemon stopped with an exit code that is not its normal stop: read the end of target.log "
@@ -84,10 +85,12 @@ def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame, *, last_words
 
 
 def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,
-                 costs: Sequence[tuple[Any, Any, Any]]) -> list[str]:
-    """Notes on the bounded copy of the target's output (what it dropped) and on the
-    sampler's cost when its median rose above its usual figure; ``costs`` are
-    ``(t_s, sample_cost_ms, bytes_read)`` per sample."""
+                 costs: Sequence[tuple[Any, ...]]) -> list[str]:
+    """Notes on the bounded copy of the target's output (what it dropped) and on what
+    watching cost when it rose above its usual figure: a sample's median cost above a few
+    ms, or more than ``BUSY_LOG_BYTES`` of new output taken in by one sample (then the
+    harness's CPU, which the copy's counting is part of). ``costs`` are ``(t_s,
+    sample_cost_ms, bytes_read, harness_cpu_pct)`` per sample."""
     notes: list[str] = []
     st = copy_stats or {}
     if st.get("bytes_dropped"):
@@ -99,13 +102,17 @@ def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,
                      f"{log_max_mb:g}); error and traceback counts cover all of it")
     if st.get("write_error"):
         notes.append(f"the copy of the target's output stopped: {st['write_error']}")
-    ms = sorted(float(c) for _, c, _ in costs if c is not None)
-    if ms and ms[len(ms) // 2] > USUAL_SAMPLE_COST_MS:
-        first_t = next((t for t, c, _ in costs if c is not None and c > USUAL_SAMPLE_COST_MS), None)
-        most = max((int(b) for _, _, b in costs if b is not None), default=0)
-        notes.append(f"the sampler's cost rose above its usual few ms (from {float(first_t or 0):.0f} s on): "
-                     f"p50 {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms per sample, up to "
-                     f"{most / MIB:.1f} MiB of new log read in one sample")
+    ms = sorted(float(c[1]) for c in costs if c[1] is not None)
+    busy = [c for c in costs if c[2] is not None and c[2] > BUSY_LOG_BYTES]
+    if ms and (ms[len(ms) // 2] > USUAL_SAMPLE_COST_MS or busy):
+        slow = [c for c in costs if c[1] is not None and c[1] > USUAL_SAMPLE_COST_MS]
+        first_t = min((float(c[0]) for c in slow + busy if c[0] is not None), default=0.0)
+        most = max((int(c[2]) for c in costs if c[2] is not None), default=0)
+        cpu = sorted(float(c[3]) for c in costs if len(c) > 3 and c[3] is not None)
+        cpu_txt = f"; the harness used p50 {cpu[len(cpu) // 2]:.0f}% of a core" if cpu else ""
+        notes.append(f"watching cost more than usual from {first_t:.0f} s on: a sample took p50 "
+                     f"{ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.0f} ms, and up to {most / MIB:.1f} MiB of new "
+                     f"log output came in between two samples{cpu_txt}")
     return notes
 
 

@@ -92,7 +92,7 @@ class _Soak:
         self.ctx: SoakContext | None = None
         self.events = Events(plan.data_dir or plan.run_dir, plan.run_id, time.monotonic(), host=plan.host)
         self.preexisting_halt = [p for p in plan.halt_paths if p.exists()]
-        self.costs: list[tuple[Any, Any, Any]] = []  # (t_s, sample_cost_ms, bytes_read) of each sample
+        self.costs: list[tuple[Any, ...]] = []  # (t_s, sample_cost_ms, bytes_read, harness_cpu_pct) per sample
         self.disk_full: DiskFullError | None = None
         self.folder_removed = False  # samples were lost with it: the run cannot be complete
         self.manifest: dict[str, Any] = {}  # as written at the start (rewritten if the run folder vanishes)
@@ -153,7 +153,9 @@ class _Soak:
             probes=params.probes, host=plan.host,
             processes=self.target.pids() if isinstance(self.target, TargetGroup) else None)
         if getattr(self.target, "log_copy", None) is not None:  # counted as it arrives, dropped bytes too
-            self.logs.attach_copy(self.target.log_copy)
+            for source in sampler.sources:  # the log counts and the disk growth
+                if hasattr(source, "attach_copy"):
+                    source.attach_copy(self.target.log_copy)
         recorder = Recorder(sampler, plan.samples_dir, interval_s=params.sampling.interval_s,
                             flush_s=params.sampling.flush_s, t0=t0, on_flush=self.events.flush)
         if self.health is not None:
@@ -183,7 +185,8 @@ class _Soak:
 
         def on_row(row: dict[str, Any]) -> str | None:
             nonlocal last_line
-            self.costs.append((row.get("t_s"), row.get("sample_cost_ms"), row.get("bytes_read")))
+            self.costs.append((row.get("t_s"), row.get("sample_cost_ms"), row.get("bytes_read"),
+                               row.get("harness_cpu_pct")))
             if self.manifest and not (self.plan.run_dir / MANIFEST).exists():
                 self._run_folder_removed(row)
             if self.health is not None:
