@@ -170,6 +170,11 @@ def test_runs_overlaid_from_time_zero(runs: dict[str, Path]) -> None:
     assert e.views[1].status() == "PASS"
     flat = next(t for t in e.figure.data if t.name == "tree RSS · flat")
     assert flat.x[0] == 0.0
+    e.zoom(5700.0, 6000.0)  # each trace is redrawn from its own run's column (the events traces sit between)
+    by_name = {t.name: t for t in e.figure.data}
+    assert np.allclose(by_name["tree RSS · flat"].y, 100.0, atol=1.0)
+    assert np.all(np.asarray(by_name["tree RSS · late-leak"].y) > 120.0)
+    assert set(np.round(by_name["threads · flat"].y)) == {4.0} and set(by_name["FDs (tree) · flat"].y) == {12.0}
     bundle = e._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     spec = bundle["application/vnd.plotly.v1+json"]

@@ -139,7 +139,7 @@ class Explorer:
         self.warmup_s = _default_warmup(self.data[0])
         self.window_s = (0.0, self.span_s)
         self.x_range_s: tuple[float, float] | None = None
-        self._traces: list[tuple[int, str]] = []  # (run index, column) of each data trace, in figure order
+        self._traces: list[tuple[int, int, str]] = []  # (trace index, run index, column) of each series trace
         self.figure = self._build(widget)
         self.views: list[View] = []
         self.widget: Any = None
@@ -173,7 +173,7 @@ class Explorer:
                                              legendgroup=d.name, line={"color": COLORS[ri % len(COLORS)],
                                                                        "dash": DASHES[si % len(DASHES)], "width": 1.3}),
                                   row=pi + 1, col=1)
-                    self._traces.append((ri, ser.column))
+                    self._traces.append((len(fig.data) - 1, ri, ser.column))
             self._add_events(fig, ri, d)
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="memory fit (window)",
                                  line={"color": "black", "dash": "dash", "width": 1.5}), row=1, col=1)
@@ -281,7 +281,8 @@ class Explorer:
         lo, hi = self.x_range_s or (None, None)
         fig = self.figure
         with fig.batch_update():
-            for trace, (ri, col) in zip(fig.data, self._traces):
+            for ti, ri, col in self._traces:  # each run's events trace sits between its series and the next run's
+                trace = fig.data[ti]
                 d = self.data[ri]
                 scale = next(s.scale for p in self.panels for s in p.series if s.column == col)
                 x, y = downsample(d.t_s, d.values[col], self.max_points, t_lo=lo, t_hi=hi)
