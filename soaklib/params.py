@@ -82,6 +82,7 @@ class MultiProviderParams:
     check_timeout_s: float = param(20.0, 'a check can take ~5 s (late finalize grace)')
     max_concurrent_starts: int = param(8, 'start calls in flight at most (each reruns preflight)')
     seed: int = param(0, 'simulator latency seed (dry runs only)')
+    success_target: float = param(0.95, "per-job success the lane's confidence rows ask rounds for (Wilson 95% lower bound); the pass rule stays rounds")
 
     def validate(self) -> MultiProviderParams:
         if self.run_id is not None:
@@ -89,6 +90,7 @@ class MultiProviderParams:
         for key in ("rounds", "parallel", "jobs_per_provider", "max_concurrent_starts"):
             _require(key, getattr(self, key), getattr(self, key) >= 1, "an integer >= 1")
         _require("max_retries", self.max_retries, self.max_retries >= 0, "an integer >= 0")
+        _require("success_target", self.success_target, 0 < self.success_target < 1, "a fraction between 0 and 1")
         for key in ("timeout_sec", "preflight_timeout_s", "start_timeout_s", "check_timeout_s"):
             _require(key, getattr(self, key), getattr(self, key) > 0, "a number of seconds > 0")
         if not self.providers:

@@ -71,3 +71,26 @@ def test_one_failed_attempt_lowers_pass_k_below_the_rate():
     empty = provider_confidence("none", [], jobs_per_round=2)
     assert empty.success_rate is None and empty.wilson_low is None and empty.pass_k is None
     assert empty.rounds_needed == 37
+
+
+def test_twelve_job_clean_dry_run_shows_the_confidence_rows(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "DX_SIM_TICK_S": "0.2", "DX_SIM_LATENCY_SCALE": "0.3", "DX_SIM_PREFLIGHT_S": "0.01"}
+    p = subprocess.run([sys.executable, "-m", "soaklib.cli", "multi-provider", "--output-dir", str(out_dir),
+                        "--no-progress", "--dry-run", "--run-id", "conf1"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    e = json.loads((out_dir / "conf1.json").read_text())
+    gc = e["gate_confidence"]
+    assert e["total_jobs"] == 12 and gc["target"] == 0.95
+    assert set(gc["providers"]) == {"opencode", "cc-glm", "gemini"}
+    for c in gc["providers"].values():
+        assert (c["jobs"], c["passed"], c["k"]) == (4, 4, 2)
+        assert c["wilson_low"] == pytest.approx(4 / (4 + Z2)) and c["pass_k"] == 1.0 and c["rounds_needed"] == 35
+    md = (out_dir / "conf1.md").read_text()
+    assert "## Confidence" in md and "| opencode | 4/4 | 100.0% | 51.0% – 100.0% | 100.0% (k = 2) | 35 (69 jobs) |" in md

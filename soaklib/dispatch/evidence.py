@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis.criteria import Criterion, CriterionRow, evaluate
+from soaklib.analysis.lane import lane_confidence
 from soaklib.analysis.latency import percentiles
 from soaklib.artifacts import EVIDENCE_SCHEMA_VERSION, LaneEvidence
 from soaklib.dispatch.dx_runner import DxRunner, PreflightResult
@@ -163,7 +164,20 @@ def build_evidence(
         environment=environment(runner, params, models, prov),
         gate=gate,
         criteria=criteria,
+        gate_confidence=gate_confidence(all_jobs, params),
     )
+
+
+def gate_confidence(jobs: list[JobOutcome], params: MultiProviderParams) -> dict[str, Any]:
+    """Per provider: success with its Wilson 95% bounds, pass^k over rounds, clean rounds still needed
+    (``soaklib.analysis.lane``); the pass rule stays the gate's."""
+    target = params.success_target
+    items = lane_confidence(((o.spec.provider, o.spec.prompt_id, bool(o.final.success)) for o in jobs),
+                            jobs_per_round=params.jobs_per_provider, target=target)
+    return {"target": target, "confidence": 0.95,
+            "method": "Wilson score interval of final job outcomes; pass^k = mean over prompts of C(c,k)/C(n,k), "
+                      "k = the rounds a prompt ran; clean jobs needed until the Wilson lower bound reaches the target",
+            "providers": {c.provider: c.to_json() for c in items}}
 
 
 _EXPLAIN = {

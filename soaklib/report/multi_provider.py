@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from soaklib.analysis.lane import CONFIDENCE_HEADERS, ProviderConfidence, confidence_rows
 from soaklib.analysis.latency import summarize
 from soaklib.artifacts import LaneEvidence
 from soaklib.store import atomic_write_json, atomic_write_text
@@ -197,6 +198,20 @@ def _md_round(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _md_confidence(e: Mapping[str, Any]) -> list[str]:
+    """``## Confidence``: per provider, the Wilson 95% interval, pass^k and the clean rounds still needed."""
+    gc = e.get("gate_confidence") or {}
+    names = set(ProviderConfidence.__dataclass_fields__)
+    items = [ProviderConfidence(**{k: v for k, v in c.items() if k in names}) for c in (gc.get("providers") or {}).values()]
+    if not items:
+        return []
+    out = ["## Confidence", "", f"How much these jobs show (the pass rule stays the gate's): clean rounds needed for "
+           f"a per-job success of at least {gc['target']:.0%} at 95% confidence (Wilson lower bound).", "",
+           "| " + " | ".join(CONFIDENCE_HEADERS) + " |", "|" + "---|" * len(CONFIDENCE_HEADERS)]
+    out += ["| " + " | ".join(row) + " |" for row in confidence_rows(items)]
+    return out + [""]
+
+
 def to_markdown(evidence: Mapping[str, Any], figures: dict[str, str] | None = None) -> str:
     """The human-readable report: provenance, summary, providers (percentiles of successful jobs,
     failed jobs apart), retries and backoffs, gate, preflight, per-round job tables."""
@@ -217,6 +232,7 @@ def to_markdown(evidence: Mapping[str, Any], figures: dict[str, str] | None = No
         why = f"preflight failed for {', '.join(failed_pf)}" if failed_pf else "the run was interrupted before any job started"
         out += [f"No job ran: {why}. The pass rate of no jobs is n/a; the rules that judge jobs read SKIP.", ""]
     out += _md_providers(e) + [""]
+    out += _md_confidence(e)
     out += _md_retries(e)
     out += ["## Gate", "", "The lane passes when every rule holds (SKIP: not evaluated, another rule carries the failure):", ""]
     out += ["| rule | observed | expected | result | meaning |", "|---|---|---|---|---|"]
