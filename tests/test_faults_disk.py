@@ -109,6 +109,8 @@ def test_a_full_disk_stops_the_soak_cleanly_keeps_every_flushed_sample_and_says_
     assert signoff["complete"] is False and signoff["verdict"] == "FAIL"
     assert signoff["analysis"]["n_samples"] == on_disk
     assert any("disk" in n.lower() and "full" in n.lower() for n in signoff["notes"])
+    unflushed = json.loads((run_dir / "observations.json").read_text())["sampling"]["samples_unflushed"]
+    assert not unflushed or any(f"{unflushed} sample(s) taken after the disk filled" in n for n in signoff["notes"])
 
 
 def _full_disk_stand_in(tmp_path: Path) -> None:
@@ -138,8 +140,8 @@ def _full_disk_stand_in(tmp_path: Path) -> None:
         parts_module.write_table = real  # type: ignore[assignment]
     run_dir = tmp_path / "out" / "full"
     assert f"soak analyze {run_dir}" in str(err.value) and err.value.exit_code == 28
-    assert len(load_run(run_dir).samples) == 3 * 0 + sum(
-        pq.read_metadata(p).num_rows for p in (run_dir / "samples").rglob("part-*.parquet"))
+    on_disk = sum(pq.read_metadata(p).num_rows for p in (run_dir / "samples").rglob("part-*.parquet"))
+    assert on_disk >= 3 and len(load_run(run_dir).samples) == on_disk
 
 
 SLEEPER = """
