@@ -188,7 +188,8 @@ def growth_table(signoff: Mapping[str, Any]) -> pd.DataFrame:
     """Memory series of the signoff's analysis (tree RSS, RSS, USS, VRAM): levels, slope with CI, trend.
 
     ``raw_growth_mb`` is the last − first bin median after the warm-up; ``fitted_growth_mb``
-    the Theil–Sen slope × the run's length (what the memory_growth_mb row judges)."""
+    the judged slope × the run's length (what the memory_growth_mb row judges); ``warmup_cut_s``
+    and ``onset_s``: a warm-up end and a leak onset the memory verdict found (None: none)."""
     a = signoff.get("analysis") or {}
     hours = a.get("duration_h") or 0.0
     rows = []
@@ -201,7 +202,8 @@ def growth_table(signoff: Mapping[str, Any]) -> pd.DataFrame:
                          "raw_growth_mb": m["raw_growth_mb"], "slope_mb_per_h": slope,
                          "slope_low_mb_per_h": m["slope_low_mb_per_h"], "slope_high_mb_per_h": m["slope_high_mb_per_h"],
                          "fitted_growth_mb": slope * hours if slope is not None else None,
-                         "trend": m["trend"], "kendall_p": m["p_value"], "n_bins": m["n_bins"]})
+                         "trend": m["trend"], "kendall_p": m["p_value"], "n_bins": m["n_bins"],
+                         "warmup_cut_s": m.get("warmup_end_s"), "onset_s": m.get("onset_s")})
     return pd.DataFrame(rows)
 
 
