@@ -117,3 +117,18 @@ def test_memory_growth_reports_the_segmented_verdict_and_keeps_the_previous_one(
     assert "warm-up found" in new["method"] and "Theil-Sen" in old["method"]
     with pytest.raises(Exception, match="verdict"):
         memory_growth(df, verdict="median")
+
+
+def test_fd_trend_needs_growth_that_survives_one_time_steps():
+    from soaklib.analysis.growth import fd_stability
+
+    t = np.arange(0.0, 2 * H, 30.0)
+    rng = np.random.default_rng(5)
+    jitter = rng.integers(-1, 2, t.size)
+    step = pd.DataFrame({"t_s": t, "num_fds": 40 + np.where(t >= 0.5 * 2 * H, 20, 0) + jitter})  # a pool opened once
+    leak = pd.DataFrame({"t_s": t, "num_fds": 40 + (t // 300) + jitter})  # one more FD every 5 minutes
+    s, lk = fd_stability(step), fd_stability(leak)
+    assert s["fd_range"] > 5 and s["kendall_tau"] > 0.5 and s["p_value"] < 0.01  # Kendall alone would call it a trend
+    assert s["monotonic_increasing"] is False
+    assert lk["monotonic_increasing"] is True and lk["segmented_low_per_h"] > 0
+    assert "segmented verdict" in lk["method"]

@@ -362,9 +362,10 @@ def fd_stability(
     """File-descriptor stability: range, Kendall trend test and Theil–Sen slope per hour.
 
     ``fd_range`` = max − min over the raw samples after ``warmup_s``.
-    ``monotonic_increasing`` needs all three: a significant positive trend (Kendall
-    p < 0.01 and tau > 0.5 on binned medians) and a range above ``tolerance``, so a handful
-    of FDs opened once never reads as a leak.
+    ``monotonic_increasing`` needs all four: a significant positive trend (Kendall
+    p < 0.01 and tau > 0.5 on binned medians), a range above ``tolerance``, and growth that
+    survives autocorrelation and one-time steps (``leak_fit``'s 95% interval above 0), so a
+    handful of FDs opened once never reads as a leak.
     """
     t, v = _clean(*_series(samples, column, time_col))
     if t.size and warmup_s > 0:
@@ -379,7 +380,9 @@ def fd_stability(
     fd_min = num(v.min()) if v.size else None
     fd_max = num(v.max()) if v.size else None
     fd_range = num(v.max() - v.min()) if v.size else None
-    monotonic = bool(fd_range is not None and p < 0.01 and tau > 0.5 and fd_range > tolerance)
+    seg = leak_fit(t, v) if v.size >= 3 else None  # autocorrelation-aware: one FD step then flat is no trend
+    grows = bool(seg is not None and math.isfinite(seg.low_per_h) and seg.low_per_h > 0)
+    monotonic = bool(fd_range is not None and p < 0.01 and tau > 0.5 and fd_range > tolerance and grows)
     return {
         "fd_min": fd_min,
         "fd_max": fd_max,
@@ -388,8 +391,12 @@ def fd_stability(
         "p_value": p,
         "monotonic_increasing": monotonic,
         "slope_per_h": res.slope_per_h,
+        "segmented_slope_per_h": seg.slope_per_h if seg is not None else math.nan,
+        "segmented_low_per_h": seg.low_per_h if seg is not None else math.nan,
+        "segmented_high_per_h": seg.high_per_h if seg is not None else math.nan,
         "n_samples": res.n_samples,
-        "method": f"range of raw samples; Kendall tau and {res.method}",
+        "method": f"range of raw samples; Kendall tau and {res.method}; increasing only when the segmented "
+                  "verdict's 95% interval (GLS under AR(1) noise, one-time steps removed) is above 0 too",
     }
 
 
