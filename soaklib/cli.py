@@ -6,6 +6,8 @@ started/found (watcher) · 21 preflight failed (multi-provider) · 28 disk full 
 """
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -14,7 +16,7 @@ from typing import Any
 
 import click
 
-from soaklib.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, SoakError
+from soaklib.errors import EXIT_DISK_FULL, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, SoakError
 
 
 def _sigterm_as_interrupt() -> None:
@@ -35,6 +37,12 @@ def _run(fn: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         click.echo("soak: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as e:  # a full disk met outside a soak's recorder (a lane, a report): one line, exit 28
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        click.echo(f"soak: error: the disk is full ({os.strerror(e.errno)}) writing {e.filename or 'a file'}: "
+                   "stopped; what was written before is kept. Free space, then run the command again", err=True)
+        sys.exit(EXIT_DISK_FULL)
     sys.exit(code)
 
 

@@ -167,3 +167,34 @@ def test_the_run_folder_removed_mid_run_is_said_and_what_was_written_after_is_ke
     assert signoff["complete"] is False and signoff["verdict"] == "FAIL"
     assert any("removed" in n for n in signoff["notes"]), signoff["notes"]
     assert signoff["analysis"]["n_samples"] >= 3  # the samples written after the removal
+
+
+def test_a_full_disk_during_a_lane_is_one_line_exit_28_and_nothing_left_running(
+        tmp_path: Path, small_disk: Path | None) -> None:
+    if small_disk is None:
+        return  # the soak's stand-in covers the store; a lane's writes need a real small disk
+    import os
+    import sys
+
+    from tests.test_multi_provider import FAST_SIM, _sim_processes
+
+    filler = small_disk / "filler.bin"
+    lane = subprocess.Popen(
+        [sys.executable, "-m", "soaklib.cli", "multi-provider", "--dry-run", "--rounds", "3", "--run-id", "lanefull",
+         "--output-dir", str(small_disk / "out"), "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **FAST_SIM})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list((small_disk / "out").rglob("*.txt")):
+        time.sleep(0.05)
+    try:
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    _, stderr = lane.communicate(timeout=120)
+    assert lane.returncode == EXIT_DISK_FULL, stderr
+    assert "Traceback" not in stderr and "soak: error: the disk is full" in stderr
+    time.sleep(0.5)
+    assert _sim_processes("lanefull-") == []
