@@ -17,6 +17,8 @@ import pandas as pd
 from soaklib.analysis.criteria import CriterionRow
 from soaklib.errors import DiskFullError
 from soaklib.observe.recorder import DISK_FULL_ERRNOS
+from soaklib.observe.sources import LogSource
+from soaklib.soak.context import SoakContext, SoakObservations
 
 MIB = 2**20
 USUAL_SAMPLE_COST_MS = 10.0  # a full sample costs a few ms (bench/RESULTS.md); above this, a note says why
@@ -113,6 +115,38 @@ def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,
         notes.append(f"watching cost more than usual from {first_t:.0f} s on: a sample took p50 "
                      f"{ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.0f} ms, and up to {most / MIB:.1f} MiB of new "
                      f"log output came in between two samples{cpu_txt}")
+    return notes
+
+
+def last_words(ctx: SoakContext, target: Any, logs: LogSource, obs: SoakObservations, timeout_s: float) -> None:
+    """After the target exited: wait up to ``timeout_s`` for the last writer of its output,
+    then take one more sample with every reader going to the end, so what it wrote while
+    stopping (a traceback of its shutdown, the last error lines) is counted."""
+    recorder = ctx.recorder
+    if recorder is None or target.is_running():
+        return
+    copy = getattr(target, "log_copy", None)
+    if copy is not None and not copy.close(timeout_s).closed:
+        obs.notes.append(f"a process of the target still held its output open {timeout_s:g} s after it exited: "
+                         "lines it writes later are not counted")
+    reason = str(obs.sampling.get("end_reason") or "stopped")
+    if recorder.last_words(target.pid) is not None:
+        for line in logs.new_error_lines:
+            ctx.event("log_error", message=line)
+        obs.first_error_lines = list(logs.first_errors)
+        obs.sampling = recorder.end(reason).to_dict() | {"last_words": True}
+
+
+def end_notes(obs: SoakObservations, copy: Any, log_max_mb: float, costs: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The harness's notes at the end (the copy's stats kept in ``obs.sampling``): what the
+    bounded ``target.log`` dropped, what watching cost, samples a full disk kept from disk."""
+    if copy is not None:
+        obs.sampling["target_log"] = dict(vars(copy.stats()))
+    stats = obs.sampling.get("target_log")
+    notes = output_notes(stats if isinstance(stats, dict) else None, log_max_mb, costs)
+    unflushed = obs.sampling.get("samples_unflushed")
+    if isinstance(unflushed, int) and unflushed:
+        notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
     return notes
 
 

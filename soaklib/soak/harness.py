@@ -270,34 +270,14 @@ class _Soak:
         self.folder_removed = True
 
     def _last_words(self) -> None:
-        """The target has exited: wait for its output's last writer, then sample once more with
-        every reader going to the end, so what it wrote while stopping is counted."""
-        ctx, target = self.ctx, self.target
-        if ctx is None or ctx.recorder is None or target is None or target.is_running() or self.obs.error:
-            return  # (a soak that stopped on an error keeps the samples it had)
-        copy = getattr(target, "log_copy", None)
-        stats = copy.close(LAST_WORDS_TIMEOUT_S) if copy is not None else None
-        if stats is not None and not stats.closed:
-            self.obs.notes.append(f"a process of the target still held its output open {LAST_WORDS_TIMEOUT_S:g} s "
-                                  "after it exited: lines it writes later are not counted")
-        recorder = ctx.recorder
-        reason = str(self.obs.sampling.get("end_reason") or "stopped")
-        if recorder.last_words(target.pid) is not None:
-            for line in self.logs.new_error_lines:
-                ctx.event("log_error", message=line)
-            self.obs.first_error_lines = list(self.logs.first_errors)
-            self.obs.sampling = recorder.end(reason).to_dict() | {"last_words": True}
+        """The target has exited: its last words are read and sampled (see ``faults.last_words``)."""
+        if self.ctx is not None and self.target is not None and not self.obs.error:
+            faults.last_words(self.ctx, self.target, self.logs, self.obs, LAST_WORDS_TIMEOUT_S)
 
     def _output_notes(self) -> None:
         """Notes on the copy of the target's output, the sampler's cost and unwritten samples."""
-        copy = getattr(self.target, "log_copy", None)
-        if copy is not None:
-            self.obs.sampling["target_log"] = dict(vars(copy.stats()))
-        self.obs.notes += faults.output_notes(self.obs.sampling.get("target_log"),  # type: ignore[arg-type]
-                                              self.params.sampling.target_log_max_mb, self.costs)
-        unflushed = self.obs.sampling.get("samples_unflushed")
-        if isinstance(unflushed, int) and unflushed:
-            self.obs.notes.append(f"{unflushed} sample(s) taken after the disk filled could not be written")
+        self.obs.notes += faults.end_notes(self.obs, getattr(self.target, "log_copy", None),
+                                           self.params.sampling.target_log_max_mb, self.costs)
 
     def _reset(self) -> None:
         close = getattr(self.driver, "close", None)  # e.g. soak C restores the operator's files
