@@ -285,7 +285,7 @@ def _slope_interval(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: li
     The slope at the end is the line's slope plus every hinge's change of slope."""
     X = _design(x, steps, hinges, extra)
     n, p = X.shape
-    if n < p + 2 or np.ptp(x) <= 0:
+    if n < p + 1 or np.ptp(x) <= 0:  # one degree of freedom at least (a very wide interval on 3 samples)
         return (math.nan,) * 8
     _, ols = _sse(X, y)
     phi = _phi(y - X @ ols, p)
