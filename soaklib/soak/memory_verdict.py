@@ -26,8 +26,8 @@ def figure_fit(samples: pd.DataFrame, column: str, warmup_s: float = 0.0) -> dic
         return None
     t_end = fit.t0_s + fit.span_s
     starts = [fit.judged_from_s] + [b.t_s for b in fit.steps if not fit.staircase]
-    marks = [(fit.t0_s + b.t_s, "warm-up cut" if b.kind == "warm-up" else "leak onset")
-             for b in fit.breaks if b.kind in ("warm-up", "onset")]
+    marks = [(fit.t0_s + at, what) for at, what in ((fit.warmup_end_s, "warm-up cut"), (fit.onset_s, "leak onset"))
+             if at is not None]
     per_s = 1.0 / SECONDS_PER_HOUR
     return {"slope_per_s": fit.slope_per_h * per_s, "low_per_s": fit.low_per_h * per_s,
             "high_per_s": fit.high_per_h * per_s, "intercept": fit.level_end, "t_ref_s": t_end,
