@@ -43,3 +43,19 @@ def test_without_a_parameter_the_recorded_limit_is_used_and_missing_series_are_l
     assert len(rows) == 1 and rows[0]["limit_source"] == "cgroup memory.max"
     assert rows[0]["hours"] == pytest.approx((2048.0 - 600.0) / 100.0, rel=0.05)
     assert forecasts(s, s, None, None)[0]["status"] == "no_limit"
+
+
+def test_the_leak_figure_fit_marks_the_warm_up_cut_and_the_onset():
+    from soaklib.soak.memory_verdict import figure_fit, verdict_note
+
+    t = np.arange(0.0, 2 * H, 30.0)
+    rng = np.random.default_rng(1)
+    mb = 300 + 150 * np.minimum(1, t / 1200) + 100 / H * np.maximum(0, t - 4000) + rng.normal(0, 1.5, t.size)
+    fit = figure_fit(pd.DataFrame({"t_s": t, "tree_rss_bytes": mb * MIB}), "tree_rss_bytes")
+    assert fit is not None and fit["name"] == "segmented GLS fit"
+    (cut, w), (onset, o) = fit["marks"]
+    assert (w, o) == ("warm-up cut", "leak onset")
+    assert abs(cut - 1200) <= 120 and abs(onset - 4000) <= 0.1 * 2 * H
+    assert fit["slope_per_s"] * H == pytest.approx(100.0 * MIB, rel=0.1) and fit["t_start_s"] == pytest.approx(onset)
+    note = verdict_note({"verdict": "segmented", "warmup_end_s": cut, "onset_s": onset, "n_eff": 12.0}, 100.0, "2.0 h")
+    assert "segmented verdict" in note and "leak onset found at" in note and "warm-up found and cut at" in note
