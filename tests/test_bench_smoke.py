@@ -19,6 +19,7 @@ SCRIPTS = {
     "report_scale.py": "explore redraw after a zoom",
     "fleet_scale.py": "added by Dask: client ms/job",
     "verdict_corpus.py": "Acceptance figures of the soaklib verdict",
+    "log_copy.py": "harness CPU ms per MiB",
 }
 
 
