@@ -119,8 +119,8 @@ def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed:
     faults.judge_halt_exit(rows, obs.get("halt"), halt_params.get("normal_exit_codes"))
     halted = faults.daemon_halted_row(run.samples, run.events,
                                       last_words=bool((obs.get("sampling") or {}).get("last_words")))
-    if halted is not None:
-        rows.append(halted)
+    stop = faults.stop_exit_row(run.events, halt_params.get("normal_exit_codes"))
+    rows += [r for r in (halted, stop) if r is not None]
     return rows
 
 

@@ -7,6 +7,7 @@ output and on the sampler's cost, and the one-line error of a full disk.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -84,6 +85,24 @@ def daemon_halted_row(samples: pd.DataFrame, events: pd.DataFrame, *, last_words
                         note=f"daemon_state HALTED from {first_s:.1f} s with no halt requested ({len(halted)} "
                              "sample(s)); queue and cycle rows after that read a paused daemon",
                         triage=SELF_HALT_TRIAGE, direction="eq")
+
+
+def stop_exit_row(events: pd.DataFrame, normal_codes: Iterable[int] | None = None) -> CriterionRow | None:
+    """A FAIL row when the harness stopped the target (soaks B and C: SIGTERM at the end) and it
+    exited with a code that is not its normal stop; None otherwise (soak A's is its halt row)."""
+    if events.empty or "kind" not in events or "data" not in events:
+        return None
+    normal = tuple(DEFAULT_NORMAL_EXIT_CODES if normal_codes is None else normal_codes)
+    for data in events.loc[events["kind"] == "target_stopped", "data"]:
+        stop = json.loads(data) if isinstance(data, str) and data else {}
+        code = stop.get("returncode")
+        if stop.get("exited") and not stop.get("forced") and code is not None and code not in normal:
+            return CriterionRow(metric="stop_exit_code", label="The daemon stopped cleanly when the soak stopped it",
+                                observed=code, unit="exit code", pass_bound=list(normal), fail_bound=None,
+                                status="FAIL", note=f"exit code {code} after the soak's SIGTERM: not the daemon's "
+                                f"normal stop ({', '.join(map(str, normal))}; target.halt.normal_exit_codes)",
+                                triage=HALT_EXIT_TRIAGE, direction="in")
+    return None
 
 
 def output_notes(copy_stats: Mapping[str, Any] | None, log_max_mb: float,
