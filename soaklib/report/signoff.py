@@ -139,7 +139,9 @@ def build_signoff(run: Run) -> Signoff:
     a = analyze(run)
     observed = registry.get(soak).observe(run, a)
     started, why = target_start(run, obs)
-    tail = log_tail(run) if not started or obs.get("target_exit") is not None or obs.get("error") else []
+    bad_halt = faults.halt_exit_abnormal(obs.get("halt"), ((run_params(run).get("target") or {}).get("halt") or {})
+                                         .get("normal_exit_codes"))
+    tail = log_tail(run) if not started or obs.get("target_exit") is not None or obs.get("error") or bad_halt else []
     if started:
         rows, not_judged = _rows(run, soak, obs, a, observed), []
     else:

@@ -32,6 +32,13 @@ HALT_EXIT_TRIAGE = (
 )
 
 
+def halt_exit_abnormal(halt: Mapping[str, Any] | None, normal_codes: Iterable[int] | None = None) -> bool:
+    """True when the target exited after the requested halt with a code not in ``normal_codes``."""
+    if not halt or not halt.get("exited") or halt.get("forced") or halt.get("returncode") is None:
+        return False
+    return halt["returncode"] not in tuple(DEFAULT_NORMAL_EXIT_CODES if normal_codes is None else normal_codes)
+
+
 def judge_halt_exit(rows: Sequence[Any], halt: Mapping[str, Any] | None,
                     normal_codes: Iterable[int] | None = None) -> None:
     """Make the ``halt_s`` row FAIL (with triage) when the target's exit code after the
