@@ -25,7 +25,8 @@ def soak(tmp: Path, run_id: str, duration_s: float, **overrides: Any) -> tuple[A
 
 
 def test_a_2_mib_per_s_leak_is_stopped_within_a_few_flushes(tmp_path):
-    _, signoff, obs = soak(tmp_path, "leak", 60.0, sim={"poll_s": 0.1, "leak_mb_per_h": 7200.0})
+    _, signoff, obs = soak(tmp_path, "leak", 60.0, sim={"poll_s": 0.1, "leak_mb_per_h": 7200.0},
+                           memory_limit_mb=4096.0)
     stop = obs["stop_on_fail"]
     assert stop["enabled"] and stop["stopped"] and stop["metric"] == "memory_slope_mb_per_h"
     assert stop["series"] in ("tree_rss_bytes", "rss_bytes")
@@ -39,6 +40,11 @@ def test_a_2_mib_per_s_leak_is_stopped_within_a_few_flushes(tmp_path):
     events = load_run(tmp_path / "leak").events
     assert (events["kind"] == "stop_on_fail").sum() == 1
     assert obs["limits"]["memory_limit_bytes"] > 0 and obs["limits"]["nofile_soft"] > 0
+    mem = signoff["analysis"]["exhaustion"][0]  # the planted leak toward the memory_limit_mb parameter
+    assert mem["status"] == "projected" and mem["limit_source"] == "memory_limit_mb" and mem["limit"] == 4096 * 2**20
+    assert 0 < mem["hours_low"] <= mem["hours"] <= mem["hours_high"]
+    md = (tmp_path / "leak.md").read_text()
+    assert "## Time to exhaustion" in md and "stop_on_fail: the soak was ended" in md
 
 
 def test_a_flat_daemon_runs_its_length_with_the_running_verdict_recorded(tmp_path):
