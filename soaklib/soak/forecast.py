@@ -40,8 +40,8 @@ def forecasts(alive: pd.DataFrame, samples: pd.DataFrame, limits: Mapping[str, A
     if _col(samples, "disk_free_bytes"):
         used = -samples["disk_free_bytes"].to_numpy(dtype=float)  # free space falling to 0 = "used" rising to 0
         e = time_to_exhaustion("disk (free space)", samples["t_s"], used, 0.0, limit_source="free space").to_json()
-        for k in ("level", "limit"):
-            e[k] = -e[k] if e.get(k) is not None else None  # read back as free bytes
+        e["level"] = -e["level"] if e.get("level") is not None else None  # read back as free bytes
+        e["limit"] = 0.0  # the free space at its end
         out.append(e)
     fds = _col(alive, "tree_num_fds", "num_fds")
     if fds:
