@@ -25,7 +25,7 @@ MIB = 2**20
 
 
 def write_run(root: Path, run_id: str, rss_mb: Any, *, seconds: float = 7200.0, step_s: float = 10.0,
-              warmup_s: float = 0.0, events: list[tuple[float, str, str]] = ()) -> Path:
+              warmup_s: float | None = 0.0, events: list[tuple[float, str, str]] = ()) -> Path:
     """A soak A folder as the harness writes it; ``rss_mb(t)`` plants the memory curve (MiB)."""
     run_dir = root / run_id
     params = to_dict(SoakParams(soak="a", run_id=run_id, duration_s=seconds, warmup_s=warmup_s))  # type: ignore[arg-type]
@@ -78,6 +78,19 @@ def test_the_default_view_matches_the_signoff(runs: dict[str, Path]) -> None:
     for metric in ("memory_slope_mb_per_h", "memory_growth_mb"):
         assert view[metric]["observed"] == pytest.approx(by_metric[metric]["observed"], rel=1e-9)
         assert view[metric]["status"] == by_metric[metric]["status"]
+
+
+def test_the_default_warmup_is_the_signoffs_for_either_method(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, "no-warmup", late_leak, warmup_s=None))
+    signoff = build_signoff(run)
+    by_metric = {r["metric"]: r for r in signoff["criteria"]}
+    for method in ("theil-sen", "segmented"):
+        e = explore(run, method=method, widget=False)
+        expected = signoff["analysis"].get("memory_warmup_s", 0.0) if method == "segmented" else 360.0  # 5% of 2 h
+        assert e.warmup_s == expected
+    method = signoff["analysis"]["tree_rss"].get("verdict") or "theil-sen"
+    view = rows(explore(run, method=method, widget=False).views[0])
+    assert view["memory_slope_mb_per_h"]["observed"] == pytest.approx(by_metric["memory_slope_mb_per_h"]["observed"])
 
 
 def test_without_a_written_signoff_the_slider_moves_a_theil_sen_fit(runs: dict[str, Path]) -> None:

@@ -108,11 +108,15 @@ def memory_view(data: RunData, warmup_s: float, t_lo_s: float, t_hi_s: float, me
                 rows, verdict(rows) if rows else "FAIL", method)
 
 
-def _default_warmup(data: RunData) -> float:
-    from soaklib.soak.observers import warmup_for
+def _default_warmup(data: RunData, method: str) -> float:
+    """The signoff's warm-up for the memory fit: the run's ``warmup_s`` (0 when unset) for the
+    segmented fit, which finds the warm-up in the data; else ``warmup_for`` (5% of the run when unset)."""
+    from soaklib.soak.observers import run_params, warmup_for
 
     if data.lane:
         return 0.0
+    if method == "segmented":
+        return float(run_params(data.run).get("warmup_s") or 0.0)
     span = float(data.t_s[-1]) if data.t_s.size else 0.0
     return float(warmup_for(data.run, span))
 
@@ -136,7 +140,7 @@ class Explorer:
         self.panels = panels_with_data(self.data)
         self.span_s = max(float(d.t_s[-1]) for d in self.data if d.t_s.size)
         self.unit_s, self.unit = time_unit(self.span_s)
-        self.warmup_s = _default_warmup(self.data[0])
+        self.warmup_s = _default_warmup(self.data[0], self.methods[0])
         self.window_s = (0.0, self.span_s)
         self.x_range_s: tuple[float, float] | None = None
         self._traces: list[tuple[int, int, str]] = []  # (trace index, run index, column) of each series trace
