@@ -21,12 +21,13 @@ import pytest
 from tests.conftest import REPO
 
 PKG = REPO / "soaklib"
-BASE = {"errors", "redact", "prng", "store", "params", "parts", "runs", "analysis", "artifacts"}
+BASE = {"errors", "redact", "prng", "store", "paramfile", "params", "parts", "runs", "analysis", "artifacts"}
 #: top-level part of soaklib → the parts it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "redact": set(), "prng": set(),
     "store": {"errors"},
-    "params": {"errors", "store"},
+    "paramfile": {"errors"},
+    "params": {"errors", "store", "paramfile"},
     "nbparams": {"errors", "store", "params", "sim"},
     "parts": {"errors", "store"},
     "runs": {"errors", "store", "parts"},
