@@ -372,6 +372,60 @@ def record_real(seconds: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return [(name, np.array([a for a, _ in v]) * TIME_SCALE, np.array([b for _, b in v])) for name, v in series.items()]
 
 
+def reference_flat_stops(runs: int, seconds: float, parallel: int = 8) -> tuple[int, int]:
+    """stop_on_fail's rule on the reference daemon in its flat mode: (false stops, runs), each run its own process.
+
+    RSS every 0.05 s for ``seconds`` after a 1 s start, one sample read as 30 s (decisions from 10 min: 20
+    samples; a look every 2 samples, the 60 s flush)."""
+    import subprocess
+    import tempfile
+
+    import psutil
+
+    stops = done = 0
+    scale = 30.0 / 0.05
+    while done < runs:
+        batch = min(parallel, runs - done)
+        with tempfile.TemporaryDirectory() as tmp:
+            procs = []
+            for i in range(batch):
+                d = Path(tmp) / f"p{i}"
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "soaklib.sim.watcher", "--project-dir", str(d), "--daemon", "--profile",
+                     "watcher-v2", "--halt-file", str(d / "halt"), "--poll-s", "0.1"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            try:
+                time.sleep(1.0)
+                handles = [psutil.Process(p.pid) for p in procs]
+                series: list[list[tuple[float, float]]] = [[] for _ in procs]
+                t0 = tick = time.monotonic()
+                while time.monotonic() - t0 < seconds:
+                    for k, h in enumerate(handles):
+                        series[k].append(((time.monotonic() - t0) * scale, float(h.memory_info().rss)))
+                    tick += 0.05
+                    time.sleep(max(0.0, tick - time.monotonic()))
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait(timeout=10)
+        for ser in series:
+            t = np.array([a for a, _ in ser])
+            v = np.array([b for _, b in ser])
+            mon = FailMonitor(PASS_MB_H * MIB, FAIL_MB_H * MIB)
+            for end in range(2, t.size + 1, 2):
+                look = mon.look(t[:end], v[:end])
+                if look is not None and look.stop:
+                    stops += 1
+                    break
+        done += batch
+    return stops, done
+
+
 def real_table(reps: int, seconds: float) -> str:
     counts: dict[str, dict[str, list[str]]] = {name: {m: [] for m in METHODS} for name in REAL}
     for _ in range(reps):
@@ -395,6 +449,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--per-class-stop", type=int, default=40, help="curves per class for stop_on_fail's rule (2 h)")
     p.add_argument("--flat-stop", type=int, default=300, help="flat curves for the count of stop_on_fail's false stops")
+    p.add_argument("--reference-stop", type=int, default=200, help="reference-daemon runs for the same count")
     args = p.parse_args()
     n, n24 = (8, 2) if args.quick else (args.per_class, args.per_class_24h)
     lengths = [("30 min", 1800.0, 30.0, n), ("1 h", 3600.0, 30.0, n), ("2 h", 7200.0, 30.0, n),
@@ -427,6 +482,12 @@ def main() -> None:
     flat = flat_stops(n_flat, 7200.0, 60.0, args.seed)
     rep.add(f"stop_on_fail on {n_flat} flat 2 h curves (AR(1) noise as above, decisions from 10 min, a look at every "
             f"60 s flush): **{flat} false stops** ({time.perf_counter() - wall:.0f} s)")
+    n_ref, ref_s = (2, 2.0) if args.quick else (args.reference_stop, 6.0)
+    wall = time.perf_counter()
+    ref_stops, ref_runs = reference_flat_stops(n_ref, ref_s)
+    rep.add(f"stop_on_fail on {ref_runs} runs of the reference daemon in its flat mode (each its own process; RSS "
+            f"every 0.05 s for {ref_s:g} s read as {ref_s * 600 / 3600:.1f} h at 30 s, a look every 60 s, decisions "
+            f"from 10 min): **{ref_stops} false stops** ({time.perf_counter() - wall:.0f} s)")
     reps, seconds = (1, 6.0) if args.quick else (3, 30.0)
     rep.add(f"Curves recorded from real Python processes with planted behaviours (RSS every {SAMPLE_S:g} s for "
             f"{seconds:g} s, one sample read as 30 s: {seconds * TIME_SCALE / 3600:.1f} h of soak), verdicts per run\n\n"
