@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from soaklib.analysis.growth import _clean, _kendall, _theil_sen
+from soaklib.analysis.growth import _kendall, _theil_sen
+from soaklib.analysis.leak import clean_series as _clean
 
 TRENDS = ("improving", "flat", "worsening", "insufficient")
 MIN_POINTS = 3  # fewer points cannot show a significant trend

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from soaklib.analysis.leak import LeakFit, leak_fit
+from soaklib.analysis.leak import LeakFit, clean_series, leak_fit
 from soaklib.analysis.units import MIB, format_duration
 from soaklib.errors import ParameterError
 
@@ -98,20 +98,6 @@ class SlopeResult:
 # --------------------------------------------------------------------------- binning
 
 
-def _clean(t_s: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Float arrays with non-finite pairs dropped, sorted by time."""
-    t = np.asarray(pd.to_numeric(pd.Series(np.asarray(t_s).ravel()), errors="coerce"), dtype=float)
-    v = np.asarray(pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="coerce"), dtype=float)
-    if t.shape != v.shape:
-        raise ValueError(f"t_s has {t.size} values but values has {v.size}")
-    keep = np.isfinite(t) & np.isfinite(v)
-    t, v = t[keep], v[keep]
-    if t.size > 1 and np.any(np.diff(t) < 0):
-        order = np.argsort(t, kind="stable")
-        t, v = t[order], v[order]
-    return t, v
-
-
 def _bin(t: np.ndarray, v: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean time and median value per bin index ``k`` (non-empty bins only, in order)."""
     grouped = pd.DataFrame({"t": t, "v": v}).groupby(k, sort=True)
@@ -128,7 +114,7 @@ def bin_series(t_s: Any, values: Any, bin_s: float) -> tuple[np.ndarray, np.ndar
     """
     if not bin_s or bin_s <= 0 or not math.isfinite(bin_s):
         raise ValueError(f"bin_s = {bin_s!r}: expected a number of seconds > 0")
-    t, v = _clean(t_s, values)
+    t, v = clean_series(t_s, values)
     if t.size == 0:
         return t, v
     k = np.floor((t - t[0]) / bin_s).astype(np.int64)
@@ -182,7 +168,7 @@ def _fit(t_s: Any, values: Any, warmup_s: float, bin_s: float | None, confidence
     """The shared core: clean, cut the warm-up, bin, fit. Returns (result, t_bins, v_bins)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence = {confidence!r}: expected a fraction between 0 and 1")
-    t, v = _clean(t_s, values)
+    t, v = clean_series(t_s, values)
     if t.size and warmup_s and warmup_s > 0:
         keep = t >= t[0] + warmup_s
         t, v = t[keep], v[keep]
@@ -222,7 +208,7 @@ def growth_slope(
 
 def trend_test(t_s: Any, values: Any, *, bin_s: float | None = None) -> tuple[float, float]:
     """Kendall's tau and its two-sided p-value on time-binned medians; NaN below 3 bins."""
-    t, v = _clean(t_s, values)
+    t, v = clean_series(t_s, values)
     tb, vb, _ = _auto_bins(t, v, bin_s)
     return _kendall(tb, vb)
 
@@ -367,7 +353,7 @@ def fd_stability(
     survives autocorrelation and one-time steps (``leak_fit``'s 95% interval above 0), so a
     handful of FDs opened once never reads as a leak.
     """
-    t, v = _clean(*_series(samples, column, time_col))
+    t, v = clean_series(*_series(samples, column, time_col))
     if t.size and warmup_s > 0:
         keep = t >= t[0] + warmup_s
         t, v = t[keep], v[keep]

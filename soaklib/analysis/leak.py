@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from soaklib.analysis.units import SECONDS_PER_HOUR, format_duration
@@ -129,9 +130,10 @@ def _nan_fit(t0: float, span: float, n: int, confidence: float, why: str) -> Lea
                    confidence=confidence, method=why)
 
 
-def _clean(t_s: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(t_s, dtype=float).ravel()
-    v = np.asarray(values, dtype=float).ravel()
+def clean_series(t_s: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Float arrays with non-finite pairs dropped, sorted by time."""
+    t = np.asarray(pd.to_numeric(pd.Series(np.asarray(t_s).ravel()), errors="coerce"), dtype=float)
+    v = np.asarray(pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="coerce"), dtype=float)
     if t.shape != v.shape:
         raise ValueError(f"t_s has {t.size} values but values has {v.size}")
     keep = np.isfinite(t) & np.isfinite(v)
@@ -324,7 +326,7 @@ def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: f
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence = {confidence!r}: expected a fraction between 0 and 1")
-    t, v = _clean(t_s, values)
+    t, v = clean_series(t_s, values)
     if t.size == 0:
         return _nan_fit(math.nan, 0.0, 0, confidence, "no samples")
     t0, span = float(t[0]), float(t[-1] - t[0])
