@@ -28,3 +28,10 @@ def test_bound_text_carries_the_direction(bound, direction, kind, text):
 def test_format_number():
     assert (format_number(0.0334), format_number(None), format_number([1, 2]), format_number(True)) == \
         ("0.0334", "–", "1, 2", "True")
+
+
+def test_finite_or_none_keeps_only_finite_numbers() -> None:
+    from soaklib.analysis.units import finite_or_none
+
+    assert finite_or_none(3) == 3.0 and finite_or_none("2.5") == 2.5
+    assert [finite_or_none(x) for x in (None, "x", float("nan"), float("inf"), [])] == [None] * 5

@@ -53,6 +53,15 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float; None when it is missing, not a number, NaN or infinite."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def format_value(value: Any, fmt: str = "{:.3g}") -> str:
     """A value inside a sentence: floats through ``fmt``, ints as they are, None as ``–``."""
     if value is None:

@@ -16,7 +16,6 @@ whether they pass or not.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ import pandas as pd
 from soaklib.analysis.criteria import evaluate, verdict
 from soaklib.analysis.growth import fd_stability, memory_growth
 from soaklib.analysis.outliers import Outlier, outliers
+from soaklib.analysis.units import finite_or_none as _num
 from soaklib.fleet.query import RunSql, binned_medians, connect, sample_columns
 from soaklib.parts import host_folders
 from soaklib.runs import Run
@@ -107,14 +107,6 @@ class FleetVerdict:
 
 def _first(cols: set[str], names: tuple[str, ...]) -> str | None:
     return next((c for c in names if c in cols), None)
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _growth_rows(soak: str, mem: dict[str, Any] | None, fds: dict[str, Any] | None,

@@ -13,7 +13,6 @@ is unchanged. Per-process rows: memory growth, FD range, threads, tracebacks and
 """
 from __future__ import annotations
 
-import math
 import re
 import sys
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ import pandas as pd
 
 from soaklib.analysis import Criterion
 from soaklib.analysis.growth import fd_stability, memory_growth
+from soaklib.analysis.units import finite_or_none as _num
 from soaklib.errors import ParameterError
 from soaklib.observe.sources import BOOL, F64, I64, Column, Tick, columns
 from soaklib.params import ProcessParams, SoakParams
@@ -167,14 +167,6 @@ def process_criteria(names: list[str], *, optional: bool = False) -> list[Criter
                       "poll interval under 30 s."),
         ]
     return rows
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def count_tracebacks(path: Path) -> int | None:
