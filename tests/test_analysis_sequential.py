@@ -1,24 +1,12 @@
 """The sequential FAIL rule (``soaklib.analysis.sequential``): a fast leak stops early, healthy runs never do."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from scipy import signal
 
 from soaklib.analysis.sequential import FailMonitor
 from soaklib.errors import ParameterError
-
-MIB = 2**20
-H = 3600.0
-
-
-def noisy(t: np.ndarray, mb: np.ndarray, seed: int, phi: float = 0.9, sd_mb: float = 2.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0.0, sd_mb * math.sqrt(1 - phi * phi), t.size)
-    w[0] = rng.normal(0.0, sd_mb)
-    return (mb + signal.lfilter([1.0], [1.0, -phi], w)) * MIB
+from tests.test_analysis_exhaustion import MIB, H, noisy  # the same AR(1) curves
 
 
 def run(mon: FailMonitor, t: np.ndarray, v: np.ndarray, flush_s: float):
