@@ -19,10 +19,10 @@ observed rate: a short run is neither waved through nor failed for being short. 
 (``ceil`` for ``min``, ``floor`` for ``max``), never a fraction of a cycle.
 A missing observation is FAIL, unless the criterion is ``optional`` (then SKIP); its row
 carries no triage (nothing was measured that the triage could explain).
-An observation estimated with a confidence interval (``intervals``: metric → (low, high),
-e.g. a Theil–Sen slope) is judged at both ends: PASS only if the whole interval passes,
-FAIL only if the whole interval fails, otherwise WARN ("inconclusive: run longer") — so a
-few noisy samples can neither fail a run nor wave it through.
+An observation estimated with confidence bounds (``intervals``: metric → (low, high), e.g. a
+Theil–Sen slope's 95% interval, or the memory verdict's FAIL and PASS bounds) is judged at
+both ends: PASS only if both pass, FAIL only if both fail, otherwise WARN ("inconclusive:
+run longer") — so a few noisy samples can neither fail a run nor wave it through.
 All ``*_mb`` values are MiB (2**20 bytes).
 """
 from __future__ import annotations
@@ -354,7 +354,8 @@ def evaluate(
                 ends = {_judge(c, ci[0], p, f), _judge(c, ci[1], p, f)}
                 status = next(iter(ends)) if len(ends) == 1 else "WARN"
                 if len(ends) > 1:
-                    notes.append(f"inconclusive: 95% interval {ci[0]:.3g} … {ci[1]:.3g} {c.unit} spans the bounds; run longer")
+                    notes.append(f"inconclusive: confidence bounds {ci[0]:.3g} … {ci[1]:.3g} {c.unit} span the bounds; "
+                                 "run longer")
         missing = obs is None and not c.optional
         rows.append(
             CriterionRow(

@@ -66,8 +66,8 @@ def time_to_exhaustion(
     min_warmup_s: float = 0.0, confidence: float = CONFIDENCE,
 ) -> Exhaustion:
     """The projection for one series against ``limit`` (same unit as ``values``); see the module."""
-    judged = leak_fit(t_s, values, confidence=JUDGE_CONFIDENCE, min_warmup_s=min_warmup_s)
     fit = leak_fit(t_s, values, confidence=confidence, min_warmup_s=min_warmup_s)
+    judged_low, _ = fit.bounds(JUDGE_CONFIDENCE)
     method = (f"rate and level: {fit.method}; projected only when the rate's {JUDGE_CONFIDENCE:.0%} interval is "
               f"above 0; {confidence:.0%} interval of the time from the rate's {confidence:.0%} interval")
 
@@ -86,7 +86,7 @@ def time_to_exhaustion(
         return out("no_limit", **rates)
     if level >= limit:
         return out("reached", **rates, hours=0.0, hours_low=0.0, hours_high=0.0)
-    if not judged.low_per_h > 0:
+    if not judged_low > 0:
         return out("flat", **rates)
     room = limit - level
     spread = float(stats.norm.ppf(0.5 + confidence / 2)) * fit.level_end_se  # the level's own uncertainty

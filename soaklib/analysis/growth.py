@@ -323,6 +323,7 @@ def segmented_keys(fit: LeakFit, trend_method: str) -> dict[str, Any]:
         "slope_mb_per_h": fit.slope_per_h / MIB,
         "slope_low_mb_per_h": fit.low_per_h / MIB,
         "slope_high_mb_per_h": fit.high_per_h / MIB,
+        "slope_upper_mb_per_h": fit.upper_per_h / MIB,  # one-sided upper bound: what PASS is tested on
         "growth_mb": fit.slope_per_h / MIB * fit.duration_s / SECONDS_PER_HOUR,
         "warmup_end_s": fit.warmup_end_s,
         "onset_s": fit.onset_s,

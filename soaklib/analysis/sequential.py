@@ -80,9 +80,9 @@ class FailMonitor:
             return True
         if float(t[keep].max() - t.min()) < self.min_span_s / 2 if keep.any() else True:
             return False
-        earlier = leak_fit(t[keep], np.asarray(values, dtype=float)[keep], confidence=confidence,
-                           min_warmup_s=self.min_warmup_s)
-        return bool(math.isfinite(earlier.low_per_h) and earlier.low_per_h > self.fail_per_h)
+        earlier = leak_fit(t[keep], np.asarray(values, dtype=float)[keep], min_warmup_s=self.min_warmup_s)
+        low, _ = earlier.bounds(confidence)
+        return bool(math.isfinite(low) and low > self.fail_per_h)
 
     def look(self, t_s: Any, values: Any) -> Look | None:
         """The verdict so far (None before ``min_span_s`` of samples); ``stop`` once FAIL is conclusive."""
@@ -93,8 +93,7 @@ class FailMonitor:
         a = self.alpha_at(self.k)
         stop, strict_low = False, math.nan
         if fit95.low_per_h > self.fail_per_h:  # else the stricter bound, lower still, cannot stop
-            strict = leak_fit(t_s, values, confidence=1 - 2 * a, min_warmup_s=self.min_warmup_s)
-            strict_low = strict.low_per_h
+            strict_low, _ = fit95.bounds(1 - 2 * a)
             stop = bool(math.isfinite(strict_low) and strict_low > self.fail_per_h) and self._confirmed(
                 t_s, values, fit95.t0_s + fit95.span_s - self.confirm_s, 1 - 2 * a)
         look = Look(self.k, fit95.span_s, fit95.slope_per_h, fit95.low_per_h, fit95.high_per_h,

@@ -119,7 +119,9 @@ def _growth_rows(soak: str, mem: dict[str, Any] | None, fds: dict[str, Any] | No
                 "fd_trend": int(bool(fds["monotonic_increasing"])) if fds else None}
     intervals = {}
     if mem and _num(mem.get("slope_low_mb_per_h")) is not None and _num(mem.get("slope_high_mb_per_h")) is not None:
-        lo, hi = float(mem["slope_low_mb_per_h"]), float(mem["slope_high_mb_per_h"])
+        lo = float(mem["slope_low_mb_per_h"])
+        upper = _num(mem.get("slope_upper_mb_per_h"))
+        hi = float(upper if upper is not None else mem["slope_high_mb_per_h"])
         intervals = {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * duration_h, hi * duration_h)}
     criteria = [c for c in registry.get(soak).criteria() if c.metric in GROWTH_METRICS]
     return [dict(r) for r in evaluate(criteria, observed, duration_h=duration_h or None, intervals=intervals)]

@@ -118,8 +118,14 @@ def _memory_line(a: Mapping[str, Any], label: str, m: Mapping[str, Any]) -> str 
     return (f"- {label}: raw growth {m['raw_growth_mb']:+.3g} MB ({m['first_mb']:.1f} → {m['last_mb']:.1f} MB, "
             f"last − first bin median after the {format_duration(a.get('warmup_s'))} warm-up); fitted growth "
             f"{fitted:+.3g} MB over the {run} run ({_slope_name(m)} {m['slope_mb_per_h']:.3g} MB/h, 95% CI "
-            f"{format_number(m['slope_low_mb_per_h'])} … {format_number(m['slope_high_mb_per_h'])}; the "
+            f"{format_number(m['slope_low_mb_per_h'])} … {format_number(m['slope_high_mb_per_h'])}{_upper(m)}; the "
             f"memory_growth_mb row), trend {m['trend']}; {m['method']}")
+
+
+def _upper(m: Mapping[str, Any]) -> str:
+    """The segmented verdict's one-sided upper bound, what PASS is tested on."""
+    u = m.get("slope_upper_mb_per_h")
+    return f", one-sided 95% upper bound {format_number(u)} (the PASS test)" if _finite(u) else ""
 
 
 def _slope_name(m: Mapping[str, Any]) -> str:

@@ -45,4 +45,4 @@ def verdict_note(mem: Mapping[str, Any], slope_mb_per_h: float, run: str) -> str
              f"{len(mem['steps'])} one-time step(s) removed" if mem.get("steps") else ""]
     where = "; ".join(x for x in found if x) or "no warm-up, onset or step found"
     return (f"fitted growth: slope {slope_mb_per_h:.3g} MiB/h × {run} run (segmented verdict: GLS slope under AR(1) "
-            f"noise, effective n {mem.get('n_eff', math.nan):.1f}; {where})")
+            f"noise, φ integrated out, PASS on its one-sided 95% upper bound, effective n {mem.get('n_eff', math.nan):.1f}; {where})")

@@ -223,11 +223,14 @@ def observe_a(run: Run, analysis: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def memory_intervals(analysis: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """95% intervals of the memory slope (MiB/h) and of the growth over the run (MiB)."""
+    """The confidence bounds the memory rows are judged at: (lower, upper) of the slope (MiB/h) and of the growth
+    over the run (MiB). The segmented verdict's upper bound is one-sided (the PASS test), its lower the 95%
+    interval's low end (the FAIL test); a Theil–Sen verdict gives its 95% interval."""
     mem = analysis.get("tree_rss") or analysis.get("rss")
     if not mem:
         return {}
-    lo, hi = _num(mem.get("slope_low_mb_per_h")), _num(mem.get("slope_high_mb_per_h"))
+    lo = _num(mem.get("slope_low_mb_per_h"))
+    hi = _num(mem.get("slope_upper_mb_per_h", mem.get("slope_high_mb_per_h")))
     if lo is None or hi is None:
         return {}
     d = analysis.get("duration_h") or 0.0
