@@ -215,3 +215,15 @@ def test_a_missing_observation_carries_no_triage():
     row = evaluate([MAX], {})[0]
     assert row["status"] == "FAIL" and row["triage"] == ""  # nothing measured for the leak triage to explain
     assert evaluate([MAX], {"m": 500})[0]["triage"] == "look here"
+
+
+def test_observed_bounds_are_judged_at_both_ends():
+    from soaklib.analysis.criteria import observed_bounds
+
+    observed = {"m": 40.0, "m_bounds": [30.0, 60.0], "n_bounds": [1.0, float("nan")], "x_bounds": "no"}
+    assert observed_bounds(observed) == {"m": (30.0, 60.0)}  # non-finite or malformed bounds are ignored
+    c = Criterion("m", "m", "MiB", 50.0, 100.0, "max")
+    (row,) = evaluate([c], observed, intervals=observed_bounds(observed))
+    assert row["status"] == "WARN" and "inconclusive" in row["note"]  # 40 passes, its upper bound 60 does not
+    (row,) = evaluate([c], observed)
+    assert row["status"] == "PASS"

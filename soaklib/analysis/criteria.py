@@ -313,6 +313,20 @@ def _scale(c: Criterion, p: float, f: float, duration_h: float) -> tuple[float, 
     return sp, sf, note
 
 
+BOUNDS_SUFFIX = "_bounds"  # an observed ``{metric}_bounds: [low, high]`` is judged at both ends (see above)
+
+
+def observed_bounds(observed: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """The confidence bounds an observer gave with its values (``{metric}_bounds``), for ``evaluate``."""
+    out: dict[str, tuple[float, float]] = {}
+    for key, v in observed.items():
+        if key.endswith(BOUNDS_SUFFIX) and isinstance(v, (list, tuple)) and len(v) == 2:
+            lo, hi = v
+            if _is_num(lo) and _is_num(hi) and math.isfinite(lo) and math.isfinite(hi):
+                out[key[: -len(BOUNDS_SUFFIX)]] = (float(lo), float(hi))
+    return out
+
+
 def evaluate(
     criteria: Sequence[Criterion],
     observed: Mapping[str, Any],

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from soaklib.analysis import evaluate, verdict
-from soaklib.analysis.criteria import CriterionRow
+from soaklib.analysis.criteria import CriterionRow, observed_bounds
 from soaklib.analysis.units import MIB, bound_text, format_duration
 from soaklib.artifacts import SIGNOFF_SCHEMA_VERSION, Signoff
 from soaklib.report.soak_markdown import to_markdown
@@ -106,7 +106,8 @@ def _notes(run: Run, obs: dict[str, Any], a: dict[str, Any], complete: bool, sta
 
 def _rows(run: Run, soak: str, obs: dict[str, Any], a: dict[str, Any], observed: dict[str, Any]) -> list[CriterionRow]:
     rows = evaluate(run_criteria(run, soak), observed, duration_h=a["duration_h"] or None,
-                    overrides=run_params(run).get("criteria") or None, intervals=memory_intervals(a))
+                    overrides=run_params(run).get("criteria") or None,
+                    intervals=memory_intervals(a) | observed_bounds(observed))
     metric_notes = criterion_notes(run, obs, observed)
     mem = memory_note(a, observed)
     if mem:
