@@ -253,10 +253,18 @@ def _best_break(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[f
 
 
 def _slope_interval(x: np.ndarray, y: np.ndarray, steps: list[float], hinges: list[float],
-                    extra: np.ndarray | None) -> tuple[Mixture, Mixture, Mixture] | None:
+                    extra: np.ndarray | None, binned: bool) -> tuple[Mixture, Mixture, Mixture] | None:
     """The slope at the end (the line's slope plus every hinge's change), the intercept and the level at
-    the last point, each with φ integrated out (:func:`soaklib.analysis.ar1.marginal`); None when too few."""
+    the last point, each with φ integrated out (:func:`soaklib.analysis.ar1.marginal`); None when too few.
+
+    In binned data a step falls inside a bin whose median lies between the two levels, an outlier
+    of up to half the step that the likelihood of φ would read as noise: the two bins at each step
+    get a term of their own (they no longer inform the slope)."""
     X = _design(x, steps, hinges, extra)
+    if binned and steps:
+        at = {int(j) for s in steps for j in (np.searchsorted(x, s) - 1, np.searchsorted(x, s)) if 0 < j < x.size - 1}
+        if at:
+            X = np.column_stack([X] + [(np.arange(x.size) == j).astype(float) for j in sorted(at)])
     n, p = X.shape
     if n < p + 1 or np.ptp(x) <= 0:  # one degree of freedom at least (a very wide interval on 3 samples)
         return None
@@ -335,7 +343,8 @@ def leak_fit(t_s: Any, values: Any, *, confidence: float = 0.95, min_warmup_s: f
     staircase = len(sizes) >= 2 and min(sizes) >= STAIR_RATIO * max(sizes)
     judged_steps = [] if staircase else steps
     xs, ys = x[start:], y[start:]
-    fitted = _slope_interval(xs, ys, judged_steps, hinges, ub[start:] if ub is not None else None)
+    fitted = _slope_interval(xs, ys, judged_steps, hinges, ub[start:] if ub is not None else None,
+                             binned=bin_s > dt * 1.0001)
     slope_mix = fitted[0] if fitted else None
     b, a, level_end, level_end_se, phi = math.nan, math.nan, math.nan, math.nan, math.nan
     lo, hi, upper = math.nan, math.nan, math.nan
