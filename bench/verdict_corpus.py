@@ -45,6 +45,7 @@ PASS_MB_H, FAIL_MB_H = 12.5, 50.0
 SEED = 20261202
 HEALTHY = ("flat", "warm-up then flat", "GC sawtooth", "one-time step", "slow growth < pass")
 LEAKS = ("linear leak", "late-onset leak", "leak under sawtooth", "leak after warm-up", "staircase")
+OVER_PASS = "growth just over the pass bound"  # 15–25 MiB/h: a PASS here is the PASS claim's error
 Curve = tuple[np.ndarray, np.ndarray, dict[str, float]]  # t_s, MiB, planted facts (seconds)
 
 
@@ -89,8 +90,8 @@ def make(cls: str, length_s: float, dt_s: float, rng: np.random.Generator) -> Cu
         at = rng.uniform(0.15, 0.85) * length_s
         y = np.where(t >= at, rng.uniform(10.0, 80.0), 0.0)
         facts["step_s"] = at
-    elif cls == "slow growth < pass":
-        facts["rate_mb_h"] = rng.uniform(0.0, 6.0)
+    elif cls in ("slow growth < pass", OVER_PASS):
+        facts["rate_mb_h"] = rng.uniform(0.0, 6.0) if cls != OVER_PASS else rng.uniform(15.0, 25.0)
         y = facts["rate_mb_h"] / 3600.0 * t
     elif cls == "linear leak":
         y = rate * t
@@ -248,6 +249,20 @@ def coverage_table(df: pd.DataFrame, labels: list[str]) -> str:
 
     rows = [[label] + [cell(label, c) for c in COVERAGE_CLASSES] for label in labels]
     return table(["length", *COVERAGE_CLASSES], rows)
+
+
+def false_pass_table(lengths: list[tuple[str, float, float, int]], seed: int) -> str:
+    """PASS on curves growing 15–25 MiB/h (above the pass bound, below the fail bound): the PASS claim's error."""
+    rows = []
+    for li, (label, length_s, dt_s, per_class) in enumerate(lengths):
+        rng = np.random.default_rng([seed, li, 77])
+        got: dict[str, list[str]] = {m: [] for m in METHODS}
+        for _ in range(per_class):
+            t, y, _facts = make(OVER_PASS, length_s, dt_s, rng)
+            for name, fn in METHODS.items():
+                got[name].append(fn(t, y, {}))
+        rows.append([label, str(per_class)] + [pct(g.count("PASS") / len(g)) for g in got.values()])
+    return table(["length", "n", *(f"{m}: PASS" for m in METHODS)], rows)
 
 
 def cost_table(df: pd.DataFrame, labels: list[str]) -> str:
@@ -470,6 +485,8 @@ def main() -> None:
     rep.add("Warm-up and onset located by the soaklib verdict\n\n" + locate_table(df, labels))
     rep.add("Coverage of the 95% interval: curves whose interval holds the planted steady-state rate, soaklib "
             "(in brackets: the fixed 5% Theil–Sen interval)\n\n" + coverage_table(df, labels))
+    rep.add("False PASS: curves growing 15–25 MiB/h (AR(1) noise as above), judged PASS (goal for soaklib: at "
+            "most 5%, the level of its one-sided PASS test)\n\n" + false_pass_table(lengths, args.seed))
     n_stop = 2 if args.quick else args.per_class_stop
     spans = (600.0, 1200.0)
     wall = time.perf_counter()

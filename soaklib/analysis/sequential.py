@@ -11,7 +11,8 @@ verdict as the signoff's) must lie above the FAIL bound. Looks start once
 still filling is, in the data, a leak until it levels off; a daemon that warms up for
 longer needs ``min_span_s`` at least that long), and a stop is confirmed on the samples
 up to ``confirm_s`` (5 min) before the look: a one-time step in the last minutes looks
-like the start of a leak until the samples after it show it level. By the union bound the chance that a run whose true rate
+like the start of a leak until the samples after it show it level. The judged window itself (after
+a warm-up cut, from a leak onset) must span ``min_span_s`` too. By the union bound the chance that a run whose true rate
 is at most the FAIL bound is ever stopped is at most α (given intervals that hold their
 level; the benchmark counts the false stops on healthy curves).
 """
@@ -92,7 +93,9 @@ class FailMonitor:
         self.k += 1
         a = self.alpha_at(self.k)
         stop, strict_low = False, math.nan
-        if fit95.low_per_h > self.fail_per_h:  # else the stricter bound, lower still, cannot stop
+        if fit95.low_per_h > self.fail_per_h and fit95.duration_s >= self.min_span_s:
+            # (else the stricter bound, lower still, cannot stop; and a stop is decided on min_span_s of
+            # judged samples: a leak onset found in the last minutes, or a warm-up just cut, waits)
             strict_low, _ = fit95.bounds(1 - 2 * a)
             stop = bool(math.isfinite(strict_low) and strict_low > self.fail_per_h) and self._confirmed(
                 t_s, values, fit95.t0_s + fit95.span_s - self.confirm_s, 1 - 2 * a)
