@@ -129,7 +129,7 @@ LONG_LINE = """
 
 
 def test_a_50_mb_line_without_newline_is_read_bounded_and_judged(tmp_path: Path) -> None:
-    result, signoff = soak(tmp_path, "longline", LONG_LINE, duration_s=3, sampling={"target_log_max_mb": 8})
+    result, signoff = soak(tmp_path, "longline", LONG_LINE, duration_s=6, sampling={"target_log_max_mb": 8})
     assert signoff["verdict"] in ("PASS", "FAIL") and signoff["complete"] is True
     assert (result.run_dir / "target.log").stat().st_size <= 8 * 2**20
     s = load_run(result.run_dir).samples
