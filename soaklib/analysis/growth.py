@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from soaklib.analysis.leak import LeakFit, clean_series, leak_fit
-from soaklib.analysis.units import MIB, format_duration
+from soaklib.analysis.units import MIB, finite_or_none, format_duration
 from soaklib.errors import ParameterError
 
 MAX_BINS = 500  # automatic binning keeps at most this many bins
@@ -336,6 +337,17 @@ def segmented_keys(fit: LeakFit, trend_method: str) -> dict[str, Any]:
         "n_eff": fit.n_eff,
         "method": f"{fit.method}; trend and plateau: {trend_method}, Kendall tau on the same bins",
     }
+
+
+def judged_bounds(mem: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The bounds a memory slope is judged at (MiB/h): the FAIL test's lower bound and the PASS test's upper
+    (the segmented verdict's one-sided bound; a Theil–Sen verdict's 95% interval top). None when not finite."""
+    if not mem:
+        return None
+    lo = finite_or_none(mem.get("slope_low_mb_per_h"))
+    upper = finite_or_none(mem.get("slope_upper_mb_per_h"))
+    hi = upper if upper is not None else finite_or_none(mem.get("slope_high_mb_per_h"))
+    return (lo, hi) if lo is not None and hi is not None else None
 
 
 def fd_stability(

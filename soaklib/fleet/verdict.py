@@ -33,6 +33,7 @@ from soaklib.fleet.query import RunSql, binned_medians, connect, sample_columns
 from soaklib.parts import host_folders
 from soaklib.runs import Run
 from soaklib.soak import registry
+from soaklib.soak.observers import growth_intervals
 from soaklib.store import read_manifest
 
 MIB = 2**20  # bytes per MiB, the unit of every *_mb name
@@ -117,12 +118,7 @@ def _growth_rows(soak: str, mem: dict[str, Any] | None, fds: dict[str, Any] | No
                 "memory_growth_mb": slope * duration_h if slope is not None else None,
                 "fd_range": fds["fd_range"] if fds else None,
                 "fd_trend": int(bool(fds["monotonic_increasing"])) if fds else None}
-    intervals = {}
-    if mem and _num(mem.get("slope_low_mb_per_h")) is not None and _num(mem.get("slope_high_mb_per_h")) is not None:
-        lo = float(mem["slope_low_mb_per_h"])
-        upper = _num(mem.get("slope_upper_mb_per_h"))
-        hi = float(upper if upper is not None else mem["slope_high_mb_per_h"])
-        intervals = {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * duration_h, hi * duration_h)}
+    intervals = growth_intervals(mem, duration_h)
     criteria = [c for c in registry.get(soak).criteria() if c.metric in GROWTH_METRICS]
     return [dict(r) for r in evaluate(criteria, observed, duration_h=duration_h or None, intervals=intervals)]
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from soaklib.analysis import DEFAULT_CRITERIA, Criterion
 from soaklib.analysis.criteria import CriterionRow
-from soaklib.analysis.growth import disk_growth, fd_stability, memory_growth
+from soaklib.analysis.growth import disk_growth, fd_stability, judged_bounds, memory_growth
 from soaklib.analysis.units import MIB, format_duration
 from soaklib.redact import redact
 from soaklib.runs import Run
@@ -226,15 +226,16 @@ def memory_intervals(analysis: dict[str, Any]) -> dict[str, tuple[float, float]]
     """The confidence bounds the memory rows are judged at: (lower, upper) of the slope (MiB/h) and of the growth
     over the run (MiB). The segmented verdict's upper bound is one-sided (the PASS test), its lower the 95%
     interval's low end (the FAIL test); a Theil–Sen verdict gives its 95% interval."""
-    mem = analysis.get("tree_rss") or analysis.get("rss")
-    if not mem:
+    return growth_intervals(analysis.get("tree_rss") or analysis.get("rss"), analysis.get("duration_h") or 0.0)
+
+
+def growth_intervals(mem: dict[str, Any] | None, duration_h: float) -> dict[str, tuple[float, float]]:
+    """``memory_slope_mb_per_h`` and ``memory_growth_mb`` judged at the slope's bounds (:func:`judged_bounds`)."""
+    b = judged_bounds(mem)
+    if b is None:
         return {}
-    lo = _num(mem.get("slope_low_mb_per_h"))
-    hi = _num(mem.get("slope_upper_mb_per_h", mem.get("slope_high_mb_per_h")))
-    if lo is None or hi is None:
-        return {}
-    d = analysis.get("duration_h") or 0.0
-    return {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * d, hi * d)}
+    lo, hi = b
+    return {"memory_slope_mb_per_h": (lo, hi), "memory_growth_mb": (lo * duration_h, hi * duration_h)}
 
 
 def _target_alive(run: Run, obs: dict[str, Any]) -> bool | None:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from soaklib.analysis import Criterion
 from soaklib.analysis.criteria import BOUNDS_SUFFIX
-from soaklib.analysis.growth import fd_stability, memory_growth
+from soaklib.analysis.growth import fd_stability, judged_bounds, memory_growth
 from soaklib.analysis.units import finite_or_none as _num
 from soaklib.errors import ParameterError
 from soaklib.observe.sources import BOOL, F64, I64, Column, Tick, columns
@@ -192,9 +192,9 @@ def observe_processes(run: Run, names: list[str], warmup_s: float, duration_h: f
                if rss in alive and alive[rss].notna().sum() > 1 else None)
         slope = _num(mem["slope_mb_per_h"]) if mem else None
         out[f"{n}_memory_growth_mb"] = slope * duration_h if slope is not None else None
-        lo, up = (_num(mem.get("slope_low_mb_per_h")), _num(mem.get("slope_upper_mb_per_h"))) if mem else (None, None)
-        if lo is not None and up is not None:  # judged like the run's memory rows: FAIL and PASS bounds
-            out[f"{n}_memory_growth_mb{BOUNDS_SUFFIX}"] = [lo * duration_h, up * duration_h]
+        bounds = judged_bounds(mem)
+        if bounds is not None:  # judged like the run's memory rows: FAIL and PASS bounds
+            out[f"{n}_memory_growth_mb{BOUNDS_SUFFIX}"] = [bounds[0] * duration_h, bounds[1] * duration_h]
         out[f"{n}_memory_raw_mb"] = _num(mem["raw_growth_mb"]) if mem else None
         out[f"{n}_rss_mb_first"] = _num(alive[rss].dropna().iloc[0] / 2**20) if mem else None
         out[f"{n}_rss_mb_last"] = _num(alive[rss].dropna().iloc[-1] / 2**20) if mem else None
