@@ -16,7 +16,7 @@ from soaklib.analysis.units import bound_text, format_duration, format_number
 from soaklib.report.verdict import verdict_line
 
 FIGURE_TITLES = {
-    "leak": "Memory of the target (leak curve, Theil–Sen fit and 95% band after the warm-up)",
+    "leak": "Memory of the target (leak curve, the judged GLS fit and its 95% band; warm-up cut and onset marked)",
     "fds": "File descriptors", "threads": "Threads", "vram": "GPU memory of the target",
     "disk": "Disk: watched folders and target log", "llm": "LLM health",
     "queue": "Request queue: each request from staging to archive",
